@@ -624,3 +624,62 @@ def test_cuda_kernels_that_see_16bit_activations_avoid_compound_assignment():
             p.split()[-1] for p in (ins + "," + outs).split(",") if p.split()[-2:-1] == ["T"]}
         compound = set(re.findall(r"\b(\w+)\s*[-+*/]=", body))
         assert not t_names & compound, f"{name}: {sorted(t_names & compound)} use op= on T"
+
+
+# ---- GradScaler with sparse gradients ---------------------------------------------------------
+
+def _sparse_embedding():
+    emb = nn.Embedding(5, 3, sparse=True)
+    emb.weight.data[...] = np.arange(15, dtype=np.float32).reshape(5, 3) / 10
+    return emb
+
+
+def test_grad_scaler_unscales_sparse_gradients_and_finds_their_inf():
+    emb = _sparse_embedding()
+    opt = minidl.optim.SGD(emb.parameters(), lr=0.1)
+    scaler = minidl.amp.GradScaler("cpu", init_scale=4.0)
+    scaler.scale(emb(minidl.tensor([1, 1])).sum()).backward()
+    scaler.unscale_(opt)
+    np.testing.assert_allclose(emb.weight.grad.to_dense().numpy()[1], [2.0, 2.0, 2.0])
+    scaler.step(opt)
+    scaler.update()
+    np.testing.assert_allclose(emb.weight.detach().numpy()[1], [0.1, 0.2, 0.3], rtol=1e-6)
+    opt.zero_grad()
+    scaler.scale(emb(minidl.tensor([2])).sum() * np.inf).backward()
+    before = emb.weight.detach().numpy().copy()
+    scaler.step(opt)  # skipped: an inf in the sparse gradient
+    scaler.update()
+    np.testing.assert_array_equal(emb.weight.detach().numpy(), before)
+    assert scaler.get_scale() == 2.0
+
+
+def test_grad_scaler_with_sparse_gradients_matches_torch():
+    torch = pytest.importorskip("torch")
+    w = np.arange(15, dtype=np.float32).reshape(5, 3) / 10
+    results = []
+    for m in (torch, minidl):
+        emb = m.nn.Embedding(5, 3, sparse=True)
+        with m.no_grad():
+            emb.weight.copy_(m.tensor(w))
+        opt = m.optim.SGD(emb.parameters(), lr=0.1, momentum=0.5)
+        scaler = m.amp.GradScaler("cpu", init_scale=8.0)
+        for idx in ([1, 1, 3], [0, 3]):
+            opt.zero_grad()
+            scaler.scale(emb(m.tensor(idx)).pow(2).sum()).backward()
+            scaler.step(opt)
+            scaler.update()
+        results.append(emb.weight.detach().numpy())
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-6)
+
+
+# ---- torch.cuda.amp's deprecated names --------------------------------------------------------
+
+def test_cuda_amp_names_warn_as_deprecated():
+    with pytest.warns(FutureWarning, match=r"minidl.amp.autocast\('cuda'"):
+        region = minidl.cuda.amp.autocast(dtype=minidl.bfloat16)
+    assert region.device == "cuda" and region.dtype == minidl.bfloat16
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "CUDA is not available. Disabling."
+        with pytest.warns(FutureWarning, match=r"minidl.amp.GradScaler\('cuda'"):
+            scaler = minidl.cuda.amp.GradScaler(init_scale=1024.0)
+    assert isinstance(scaler, minidl.amp.GradScaler)

@@ -143,3 +143,14 @@ def test_misuse_found_by_the_walkthrough_names_what_did_not_fit(tmp_path):
     with pytest.raises(IsADirectoryError, match="is a directory"):
         minidl.save(lin.state_dict(), tmp_path)
     assert not [p for p in tmp_path.iterdir()]  # no temporary left behind
+
+
+# ---- layers given a non-Tensor raise torch's TypeError ----------------------------------------
+
+@pytest.mark.parametrize("bad", [{"x": 1}, [1.0, 2.0], None])
+def test_layers_given_a_non_tensor_raise_torch_type_error(bad):
+    nn = minidl.nn
+    with pytest.raises(TypeError, match=f"must be Tensor, not {type(bad).__name__}"):
+        nn.Linear(2, 2)(bad)
+    with pytest.raises(TypeError, match=f"got {type(bad).__name__}"):
+        nn.Conv2d(1, 1, 1)(bad)

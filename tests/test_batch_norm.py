@@ -201,3 +201,23 @@ def test_cuda_batch_norm_takes_16_bit_activations_with_float32_channels(dtype, r
     assert out.dtype == low
     want = bn(xl.float()).numpy()
     assert np.abs(out.float().numpy() - want).max() <= 2 * tol * np.abs(want).max()
+
+
+# ---- batch_norm: integer input and eps refused before the running statistics move -------------
+
+def test_batch_norm_refuses_an_integer_input_and_leaves_the_statistics_alone():
+    bn = nn.BatchNorm1d(3)
+    with pytest.raises(TypeError, match="floating-point"):
+        bn(minidl.ones(4, 3, dtype=minidl.int64))
+    assert np.array_equal(bn.running_mean.numpy(), np.zeros(3))
+    assert np.array_equal(bn.running_var.numpy(), np.ones(3))
+    assert int(bn.num_batches_tracked.item()) == 0
+
+
+@pytest.mark.parametrize("eps, training", [(0.0, True), (-1.0, True), (-1.0, False)])
+def test_batch_norm_refuses_a_non_positive_eps_as_torch(eps, training):
+    rm, rv = minidl.zeros(3), minidl.ones(3)
+    with pytest.raises(ValueError, match="batch_norm eps must be"):
+        F.batch_norm(minidl.randn(4, 3), rm, rv, training=training, eps=eps)
+    assert np.array_equal(rm.numpy(), np.zeros(3)) and np.array_equal(rv.numpy(), np.ones(3))
+    F.batch_norm(minidl.randn(4, 3), rm, rv, training=False, eps=0.0)  # torch takes it

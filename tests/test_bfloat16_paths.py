@@ -319,3 +319,29 @@ def test_bfloat16_numpy_scalar_as_alpha_pad_value_ord_correction():
                                [1.5, 1.0, 1.0, 1.5])
     assert float(minidl.linalg.vector_norm(minidl.tensor([3.0, 4.0]), ord=two)) == 5.0
     assert float(minidl.var(minidl.tensor([1.0, 2.0, 3.0]), correction=one)) == 1.0
+
+
+# ---- nan_to_num of bfloat16; casts beyond a dtype's range -------------------------------------
+
+INF, NAN = float("inf"), float("nan")
+
+
+def test_nan_to_num_of_bfloat16_replaces_nan_and_infinities():
+    x = minidl.tensor([NAN, INF, -INF, 1.5], dtype=minidl.bfloat16)
+    y = minidl.nan_to_num(x).float().numpy()
+    np.testing.assert_array_equal(y, [0.0, 3.3895313892515355e38, -3.3895313892515355e38, 1.5])
+    y = minidl.nan_to_num(x, nan=1.5, posinf=-7.0, neginf=2.0).float().numpy()
+    np.testing.assert_array_equal(y, [1.5, -7.0, 2.0, 1.5])
+    assert minidl.nan_to_num(x).dtype == minidl.bfloat16
+    w = minidl.tensor([NAN, 2.0, INF], dtype=minidl.bfloat16, requires_grad=True)
+    minidl.nan_to_num(w).float().sum().backward()
+    np.testing.assert_array_equal(w.grad.float().numpy(), [0.0, 1.0, 0.0])
+
+
+def test_nan_to_num_bfloat16_parity():
+    torch = pytest.importorskip("torch")
+    v = [NAN, INF, -INF, 1.5, -0.0]
+    for kw in ({}, {"nan": 1.5, "posinf": -7.0}, {"neginf": 2.0}):
+        ours = minidl.nan_to_num(minidl.tensor(v, dtype=minidl.bfloat16), **kw)
+        theirs = torch.nan_to_num(torch.tensor(v, dtype=torch.bfloat16), **kw)
+        np.testing.assert_array_equal(ours.float().numpy(), theirs.float().numpy())

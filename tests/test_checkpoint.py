@@ -355,3 +355,24 @@ def test_checkpoint_returns_dicts_and_nested_outputs():
     for what, a, b in zip(("out", "W1", "W2", "x"), _checkpoint_grads(minidl, mcp, fn_of),
                           _checkpoint_grads(torch, tcp, fn_of)):
         same(a, b, what)
+# ---- misuse: reentrant checkpoint's keyword arguments, checkpoint_sequential's functions ------
+
+def test_checkpoint_reentrant_refuses_keyword_arguments():
+    from minidl.utils.checkpoint import checkpoint
+
+    x = minidl.ones(2, requires_grad=True)
+    with pytest.raises(ValueError, match="Unexpected keyword arguments: scale"):
+        checkpoint(lambda t, scale=1: t * scale, x, use_reentrant=True, scale=3)
+    out = checkpoint(lambda t, scale=1: t * scale, x, use_reentrant=False, scale=3)
+    out.sum().backward()
+    assert x.grad.tolist() == [3.0, 3.0]
+
+
+def test_checkpoint_sequential_names_a_bad_functions_argument():
+    from minidl.utils.checkpoint import checkpoint_sequential
+
+    x = minidl.ones(2, requires_grad=True)
+    with pytest.raises(TypeError, match="functions must be an nn.Sequential .* got int"):
+        checkpoint_sequential(5, 1, x, use_reentrant=False)
+    with pytest.raises(TypeError, match=r"functions\[1\] is a str"):
+        checkpoint_sequential([minidl.nn.ReLU(), "relu"], 1, x, use_reentrant=False)

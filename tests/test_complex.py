@@ -824,3 +824,137 @@ def test_clip_grad_norm_of_complex_gradients(norm_type):
                                                             norm_type).item(), want, rtol=1e-6)
     with pytest.raises(NotImplementedError, match="complex"):
         minidl.nn.utils.clip_grad_value_([w], 0.1)
+# ---- float_power with complex operands --------------------------------------------------------
+
+def test_float_power_with_a_complex_operand_is_complex128():
+    x = minidl.tensor([-2.5, 3.0], dtype=minidl.float64)
+    e = minidl.tensor([1 + 2j, -0.5j], dtype=minidl.complex64)
+    y = minidl.float_power(x, e)
+    assert y.dtype == minidl.complex128
+    np.testing.assert_allclose(y.numpy(), np.power(x.numpy().astype(complex), e.numpy()))
+    assert minidl.float_power(x, 1 + 2j).dtype == minidl.complex128
+    assert minidl.float_power(1j, minidl.tensor([1.0, 2.0])).dtype == minidl.complex128
+    z = minidl.float_power(minidl.tensor([1 + 1j, 2j]), 2)
+    np.testing.assert_allclose(z.numpy(), [2j, -4])
+    assert minidl.float_power(minidl.tensor([2, 3]), minidl.tensor([-1, 2])).dtype == minidl.float64
+
+
+def test_float_power_complex_parity_and_gradient():
+    torch = pytest.importorskip("torch")
+    a = np.array([-2.5, 3.0, 0.7])
+    b = np.array([1 + 2j, -0.5j, 2.0 + 0j])
+    x = minidl.tensor(a, dtype=minidl.float64, requires_grad=True)
+    tx = torch.tensor(a, dtype=torch.float64, requires_grad=True)
+    e = minidl.tensor(b, dtype=minidl.complex128, requires_grad=True)
+    te = torch.tensor(b, dtype=torch.complex128, requires_grad=True)
+    y, ty = minidl.float_power(x, e), torch.float_power(tx, te)
+    np.testing.assert_allclose(y.detach().numpy(), ty.detach().numpy(), rtol=1e-10)
+    y.abs().sum().backward()
+    ty.abs().sum().backward()
+    # |3 ** (-0.5j)| is 1 whatever the base, so d|y|/dx there is exactly 0 and the imaginary
+    # part of that exponent's gradient too: both libraries give rounding residue of a few
+    # 1e-17 there (torch's AVX2 complex kernels 9.3e-18, its scalar DEFAULT build 1.4e-17,
+    # minidl 9.3e-18), which rtol alone compares as if it were a value. atol is a few ulps of
+    # the gradients' own size (about 1)
+    np.testing.assert_allclose(x.grad.numpy(), tx.grad.numpy(), rtol=1e-8, atol=1e-15)
+    np.testing.assert_allclose(e.grad.numpy(), te.grad.numpy(), rtol=1e-8, atol=1e-15)
+    assert abs(x.grad.numpy()[1]) < 1e-15 and abs(e.grad.numpy()[1].imag) < 1e-15
+
+
+# ---- logsumexp of complex tensors -------------------------------------------------------------
+
+def _complex(shape, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+
+
+_CONV_CASES = [
+    ("conv1d", (2, 4, 7), (6, 2, 3), dict(stride=2, padding=1, groups=2)),
+    ("conv2d", (1, 2, 5, 5), (3, 2, 3, 3), dict(padding="same", dilation=2)),
+    ("conv3d", (2, 3, 4, 4), (2, 2, 2, 2, 2), {}),  # unbatched
+    ("conv_transpose1d", (1, 2, 5), (2, 3, 3), dict(stride=2)),
+    ("conv_transpose2d", (1, 2, 4, 4), (2, 3, 3, 3), dict(stride=2, padding=1,
+                                                          output_padding=1)),
+]
+
+
+def _conv_inputs(name, xs, ws, seed=3):
+    cout = ws[1] if "transpose" in name else ws[0]
+    return _complex(xs, seed), _complex(ws, seed + 1), _complex((cout,), seed + 2)
+
+
+def test_complex_logsumexp_gradcheck():
+    """logsumexp refused complex tensors ("not implemented for complex tensors"); torch 2.13
+    computes it (the largest real part subtracted) with the holomorphic gradient."""
+    from minidl.testing import gradcheck, gradgradcheck
+
+    x = minidl.tensor(_complex((3, 4)), dtype=minidl.complex128, requires_grad=True)
+    assert gradcheck(lambda a: minidl.logsumexp(a, 1), (x,))
+    assert gradgradcheck(lambda a: minidl.logsumexp(a, (0, 1), keepdim=True), (x,))
+    big = minidl.tensor(np.array([[1e3 + 1j, 1e3 + 2j, -1j]]), dtype=minidl.complex128)
+    assert np.isfinite(minidl.logsumexp(big, 1).numpy()).all()
+
+
+def test_complex_logsumexp_parity():
+    """Complex logsumexp (forward, backward, infinite parts) gives torch's numbers."""
+    torch = pytest.importorskip("torch")
+    z = np.concatenate([_complex((2, 3), 1), [[1e3 + 1j, 1e3 + 2j, -1j]]])
+    w = _complex((3,), 2)
+    t = torch.tensor(z, requires_grad=True)
+    m = minidl.tensor(z, dtype=minidl.complex128, requires_grad=True)
+    yt, ym = torch.logsumexp(t, 1), minidl.logsumexp(m, 1)
+    np.testing.assert_allclose(ym.numpy(), yt.detach().numpy(), rtol=1e-12)
+    (yt * torch.tensor(w)).real.sum().backward()
+    (ym * minidl.tensor(w, dtype=minidl.complex128)).real.sum().backward()
+    np.testing.assert_allclose(m.grad.numpy(), t.grad.numpy(), rtol=1e-10, atol=1e-14)
+    for row in ([np.inf + 1j, 1 + 0j], [-np.inf + 1j, -np.inf + 0j]):
+        a = np.array([row])
+        np.testing.assert_allclose(minidl.logsumexp(minidl.tensor(a), 1).numpy(),
+                                   torch.logsumexp(torch.tensor(a, dtype=torch.complex64),
+                                                   1).numpy())
+
+
+# ---- complex convolutions ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, xs, ws, kw", _CONV_CASES)
+def test_complex_convolution_gradcheck(name, xs, ws, kw):
+    """F.conv1d/conv2d/conv3d on complex tensors raised "conv2d: not implemented for complex
+    tensors" (naming another function); torch 2.13 computes them (and conv_transpose*, whose
+    gradient was refused): three real convolutions, with gradients."""
+    from minidl.testing import gradcheck, gradgradcheck
+    import minidl.nn.functional as F
+
+    arrays = _conv_inputs(name, xs, ws)
+    x, w, b = (minidl.tensor(a, dtype=minidl.complex128, requires_grad=True) for a in arrays)
+    fn = getattr(F, name)
+    assert gradcheck(lambda x, w, b: fn(x, w, b, **kw), (x, w, b))
+    if name in ("conv1d", "conv_transpose1d"):
+        assert gradgradcheck(lambda x, w: fn(x, w, None, **kw), (x, w))
+
+
+@pytest.mark.parametrize("name, xs, ws, kw", _CONV_CASES)
+def test_complex_convolution_parity(name, xs, ws, kw):
+    """Complex convolutions give torch's outputs and gradients (complex128)."""
+    torch = pytest.importorskip("torch")
+    import minidl.nn.functional as F
+
+    arrays = _conv_inputs(name, xs, ws)
+    ts = [torch.tensor(a, requires_grad=True) for a in arrays]
+    ms = [minidl.tensor(a, dtype=minidl.complex128, requires_grad=True) for a in arrays]
+    yt = getattr(torch.nn.functional, name)(*ts, **kw)
+    ym = getattr(F, name)(*ms, **kw)
+    np.testing.assert_allclose(ym.numpy(), yt.detach().numpy(), rtol=1e-10, atol=1e-12)
+    gy = _complex(tuple(yt.shape), 9)
+    (yt * torch.tensor(gy)).real.sum().backward()
+    (ym * minidl.tensor(gy, dtype=minidl.complex128)).real.sum().backward()
+    for t, m in zip(ts, ms):
+        np.testing.assert_allclose(m.grad.numpy(), t.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_complex_convolution_refuses_a_real_weight_naming_the_function():
+    """A complex input with a real weight is refused (as torch's), naming conv1d."""
+    import minidl.nn.functional as F
+
+    x = minidl.tensor(_complex((1, 2, 5)), dtype=minidl.complex64)
+    with pytest.raises(TypeError, match="conv1d: dtypes differ"):
+        F.conv1d(x, minidl.randn(3, 2, 3))

@@ -1,5 +1,6 @@
 """Reading PyTorch checkpoints without torch (and without running code from them), and .npz output."""
 
+import collections
 import os
 import pickle
 import subprocess
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from minidl.models.convert import check_state_dict, convert, load_torch_checkpoint, main, save_npz
+import minidl
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -436,3 +438,105 @@ def test_output_that_is_the_input_is_refused(tmp_path, capsys):
         assert src.read_bytes() == before
     with pytest.raises(ValueError, match="input checkpoint itself"):
         convert(src, src, arch="none")
+
+
+# ---- misuse: the converter's output folders, torch files read without running their code ------
+
+def test_save_npz_still_makes_the_converter_output_folders(tmp_path):
+    from minidl.serialization import save_npz
+
+    save_npz({"w": np.ones(2)}, tmp_path / "a" / "b" / "w.npz")
+    assert minidl.load(tmp_path / "a" / "b" / "w.npz")["w"].tolist() == [1.0, 1.0]
+
+
+def test_load_of_a_torch_file_reads_it_without_running_its_code(tmp_path):
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "model.pt"
+    torch.save({"w": torch.ones(2), "step": 3, "parts": [torch.arange(2)]}, path)
+    got = minidl.load(path)
+    assert got["w"].tolist() == [1.0, 1.0] and got["step"] == 3
+    assert isinstance(got["parts"][0], minidl.Tensor) and got["parts"][0].tolist() == [0, 1]
+    hostile = tmp_path / "hostile.pt"
+    torch.save({"f": collections.Counter("ab")}, hostile)  # a class no state dict holds
+    with pytest.raises(Exception, match=r"hostile\.pt"):
+        minidl.load(hostile)
+
+
+# ---- misuse: get_model with weights files, list_models' arguments -----------------------------
+
+def test_get_model_loads_weights_written_by_minidl_save(tmp_path):
+    from minidl import models
+
+    src = models.resnet18(num_classes=3)
+    minidl.save(src.state_dict(), tmp_path / "r18.npz")  # was: "expected one data.pkl"
+    model = models.get_model("resnet18", weights=tmp_path / "r18.npz", num_classes=3)
+    np.testing.assert_array_equal(model.fc.weight.numpy(), src.fc.weight.numpy())
+    minidl.save({"model": src.state_dict(), "epoch": 2}, tmp_path / "ck.npz")  # a checkpoint
+    model = models.get_model("resnet18", weights=tmp_path / "ck.npz", num_classes=3)
+    np.testing.assert_array_equal(model.conv1.weight.numpy(), src.conv1.weight.numpy())
+    with pytest.raises(ValueError, match=r"(?s)r18\.npz do not fit ResNet .*missing: layer1\.2\."):
+        models.get_model("resnet34", weights=tmp_path / "r18.npz", num_classes=3)
+
+
+def test_get_model_weights_directory_says_directory(tmp_path):
+    from minidl import models
+
+    with pytest.raises(IsADirectoryError, match=f"{tmp_path.name} is a directory"):
+        models.get_model("resnet18", weights=tmp_path)
+
+
+def test_list_models_bad_include_names_the_argument():
+    from minidl import models
+
+    with pytest.raises(TypeError, match="list_models: include must be a pattern"):
+        models.list_models(include=5)
+    with pytest.raises(TypeError, match="exclude must be"):
+        models.list_models(exclude=3.5)
+    assert models.list_models(include="resnet1*") == ["resnet101", "resnet152", "resnet18"]
+
+
+# ---- misuse: the converter CLI's input and output paths ---------------------------------------
+
+def test_convert_cli_input_directory_is_one_error_line(tmp_path, capsys):
+    from minidl.models.convert import main
+
+    assert main([str(tmp_path), str(tmp_path / "out.npz"), "--arch", "none"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "error: checkpoint" in err[0] and "is a directory" in err[0]
+
+
+def test_convert_cli_checks_the_output_before_reading_the_input(tmp_path, capsys):
+    from minidl.models.convert import main
+
+    bad_input = tmp_path / "corrupt.pth"
+    bad_input.write_bytes(b"PK\x03\x04 not really a zip")
+    blocker = tmp_path / "blocker"
+    blocker.write_bytes(b"keep")
+    assert main([str(bad_input), str(blocker / "out.npz"), "--arch", "none"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "blocker is a file, not a folder" in err[0]  # the output is named
+    assert main([str(bad_input), str(tmp_path), "--arch", "none"]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert blocker.read_bytes() == b"keep"
+
+
+# ---- minidl.load reads torch.save's format ----------------------------------------------------
+
+def test_load_reads_what_save_format_torch_wrote(tmp_path):
+    model = minidl.nn.Linear(3, 2)
+    opt = minidl.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(minidl.randn(4, 3)).sum().backward()
+    opt.step()
+    path = tmp_path / "ckpt.pt"
+    minidl.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": 2,
+                 "history": [0.5, 0.25]}, path, format="torch")
+    back = minidl.load(path)
+    assert back["epoch"] == 2 and back["history"] == [0.5, 0.25]
+    fresh = minidl.nn.Linear(3, 2)
+    fresh.load_state_dict(back["model"])
+    np.testing.assert_array_equal(fresh.weight.numpy(), model.weight.numpy())
+    opt2 = minidl.optim.SGD(fresh.parameters(), lr=0.1, momentum=0.9)
+    opt2.load_state_dict(back["optimizer"])
+    buf = opt2.state_dict()["state"][0]["momentum_buffer"]
+    np.testing.assert_array_equal(minidl.as_tensor(buf).numpy(),
+                                  opt.state_dict()["state"][0]["momentum_buffer"].numpy())

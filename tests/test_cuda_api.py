@@ -400,3 +400,76 @@ def test_names_match_torch():
     assert issubclass(minidl.cuda.OutOfMemoryError, RuntimeError)
     assert torch.cuda.is_initialized() is False and torch.cuda.get_arch_list() == []
     assert torch.cuda.memory_stats() == {} and torch.cuda.get_rng_state_all() == []
+
+
+# ---- compat: minidl.cuda ----------------------------------------------------------------------
+
+def test_cuda_functions_refuse_a_gpu_that_is_not_there(gpu):  # noqa: F811
+    """On a one-GPU machine, cuda.set_device(3), synchronize(3), memory_stats(2),
+    memory_allocated("cuda:2"), max_memory_*/reset_peak_memory_stats(5) were accepted silently
+    (set_device even took GPU 3 mod 1 = 0), while mem_get_info(2) and get_device_properties(5)
+    refused them; torch raises for all. set_device(-1) is torch's no-op."""
+    cuda = minidl.cuda
+    calls = [lambda: cuda.set_device(3), lambda: cuda.synchronize(3),
+             lambda: cuda.memory_stats(2), lambda: cuda.memory_allocated("cuda:2"),
+             lambda: cuda.memory_reserved(2), lambda: cuda.max_memory_allocated(5),
+             lambda: cuda.max_memory_reserved(5), lambda: cuda.reset_peak_memory_stats(5)]
+    for call in calls:
+        with pytest.raises(ValueError, match="invalid device id"):
+            call()
+    cuda.set_device(-1)
+    cuda.set_device(0)
+    cuda.synchronize(0)
+    assert cuda.memory_allocated("cuda:0") == cuda.memory_allocated()
+    with pytest.raises(TypeError, match="set_device"):
+        cuda.set_device(1.5)
+
+
+# ---- peak GPU memory (max_memory_allocated) follows the pool ----------------------------------
+
+def test_peak_memory_follows_the_pool(monkeypatch, host_kernels):
+    """max_memory_allocated watches the pool's allocations once asked: a fake pool stands in
+    for CuPy's, and the allocator minidl installs is called as CuPy would call it."""
+    import _fake_gpu
+
+    fake = _fake_gpu.FakeCuPy()
+    _fake_gpu.install(monkeypatch, host_kernels, fake)
+
+    class Pool:
+        used = total = 0
+
+        def used_bytes(self):
+            return self.used
+
+        def total_bytes(self):
+            return self.total
+
+        def malloc(self, size):
+            self.used += size
+            self.total = max(self.total, self.used)
+            return size
+
+    pool = Pool()
+    installed = []
+    fake.get_default_memory_pool = lambda: pool
+    fake.cuda.set_allocator = installed.append
+    monkeypatch.setattr(minidl.cuda, "_tracking", [])
+    monkeypatch.setattr(minidl.cuda, "_peak", {"allocated": 0, "reserved": 0})
+    pool.used = pool.total = 100
+    assert minidl.cuda.max_memory_allocated() == 100  # watching starts from what is held
+    (malloc,) = installed
+    malloc(400)
+    pool.used -= 400  # freed again
+    assert minidl.cuda.memory_allocated() == 100
+    assert minidl.cuda.max_memory_allocated() == 500
+    assert minidl.cuda.max_memory_reserved() == 500
+    minidl.cuda.reset_peak_memory_stats()
+    assert minidl.cuda.max_memory_allocated() == 100
+    assert len(installed) == 1  # the allocator goes in once
+
+
+def test_no_gpu_no_peak():
+    if minidl.cuda.is_available():
+        pytest.skip("this machine has a GPU: the no-GPU answers do not apply")
+    assert minidl.cuda.max_memory_allocated() == 0
+    assert minidl.cuda.is_bf16_supported() is False

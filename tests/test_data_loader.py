@@ -5,6 +5,7 @@ import pytest
 
 import minidl
 from minidl.data import DataLoader, TensorDataset
+from minidl.utils import data as mdata
 
 try:
     import torch
@@ -175,3 +176,109 @@ def test_dataloader_without_batching_moves_each_sample_to_the_fake_gpu(monkeypat
     assert sample["x"].device == "cuda" and sample["x"].shape == (2, 3)
     assert sample["pair"][0].device == "cuda" and sample["pair"][1] == 1.5
     assert sample["y"] == 0 and sample["name"] == "item0"
+# ---- misuse: samples that do not batch together are named -------------------------------------
+
+class _Items:
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_loader_mixed_number_and_string_names_the_sample(num_workers):
+    ds = _Items([(np.ones(2), 0), (np.ones(2), 1), (np.ones(2), "cat")])
+    loader = mdata.DataLoader(ds, batch_size=3, num_workers=num_workers)
+    with pytest.raises(TypeError, match=r"found <class 'str'> \(field 1\) at sample 2 "
+                                        r"\(dataset index 2\)"):
+        list(loader)
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_loader_unequal_shapes_name_both_samples(num_workers):
+    ds = _Items([(np.ones(2), 1), (np.ones(2), 1), (np.ones(3), 1)])
+    loader = mdata.DataLoader(ds, batch_size=3, num_workers=num_workers)
+    with pytest.raises(RuntimeError, match=r"\(field 0\), but got \[2\] at sample 0 \(dataset "
+                                           r"index 0\) and \[3\] at sample 2 \(dataset index 2\)"):
+        list(loader)
+    with pytest.raises(ValueError):  # also a ValueError, as minidl's other shape errors
+        list(mdata.DataLoader(ds, batch_size=3))
+
+
+def test_loader_unequal_tuple_lengths_refused_not_truncated():
+    # the first sample shorter than the second: its extra field was silently dropped
+    ds = _Items([(np.ones(2), 1), (np.ones(2), 1, 2)])
+    with pytest.raises(RuntimeError, match=r"equal size: sample 0 \(dataset index 0\) has "
+                                           r"length 2, sample 1 \(dataset index 1\) has length 3"):
+        list(mdata.DataLoader(ds, batch_size=2))
+    ds = _Items([(np.ones(2), 1, 2), (np.ones(2), 1)])  # was an IndexError from inside
+    with pytest.raises(ValueError, match=r"sample 1 \(dataset index 1\) has length 2"):
+        list(mdata.DataLoader(ds, batch_size=2))
+
+
+def test_loader_none_and_object_samples_refused():
+    with pytest.raises(TypeError, match=r"found <class 'NoneType'> at sample 0"):
+        list(mdata.DataLoader(_Items([None, None]), batch_size=2))
+    with pytest.raises(TypeError, match=r"found <class 'object'> at sample 0"):
+        list(mdata.DataLoader(_Items([object(), object()]), batch_size=2))
+
+
+def test_loader_dict_field_shape_names_the_key():
+    ds = _Items([{"x": np.ones(2)}, {"x": np.ones(1)}])
+    with pytest.raises(ValueError, match=r"\(key 'x'\), but got \[2\] at sample 0"):
+        list(mdata.DataLoader(ds, batch_size=2))
+
+
+def test_loader_subset_names_the_subset_index():
+    sub = mdata.Subset(_Items([np.ones(2), np.ones(3), np.ones(2)]), [2, 1])
+    with pytest.raises(ValueError, match=r"at sample 1 \(dataset index 1\)"):
+        list(mdata.DataLoader(sub, batch_size=2))
+
+
+def test_loader_good_batches_unchanged():
+    ds = _Items([(np.full(2, i, dtype=np.float32), i) for i in range(5)])
+    batches = list(mdata.DataLoader(ds, batch_size=2))
+    assert [b[1].tolist() for b in batches] == [[0, 1], [2, 3], [4]]
+    assert batches[0][0].dtype == minidl.float32 and batches[0][0].shape == (2, 2)
+    out = list(mdata.DataLoader(_Items(["a", "b"]), batch_size=2))
+    assert out == [["a", "b"]]
+
+
+# ---- misuse: samplers that give non-integer indices, drop_last --------------------------------
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_loader_float_indices_from_a_sampler_are_refused_not_floored(num_workers):
+    ds = list(range(6))
+    with pytest.raises(TypeError, match=r"sampler gave the index 0\.5 \(float\)"):
+        list(mdata.DataLoader(ds, sampler=[0.5, 1.0], num_workers=num_workers))
+    with pytest.raises(TypeError, match=r"batch_sampler gave the index 1\.5 \(float\)"):
+        list(mdata.DataLoader(ds, batch_sampler=[[0, 1.5]], num_workers=num_workers))
+    with pytest.raises(TypeError, match=r"sampler gave the index True \(bool\)"):
+        list(mdata.DataLoader(ds, sampler=[True]))
+
+
+def test_loader_sampler_and_batch_sampler_shapes_named():
+    ds = list(range(6))
+    with pytest.raises(TypeError, match="sampler must be an iterable of indices .* got int"):
+        mdata.DataLoader(ds, sampler=5)
+    with pytest.raises(TypeError, match="batch_sampler gave int 0, not a list of indices"):
+        list(mdata.DataLoader(ds, batch_sampler=[0, 1]))
+
+
+def test_loader_tensor_indices_still_work():
+    ds = list(range(6))
+    assert [b.tolist() for b in mdata.DataLoader(ds, sampler=minidl.tensor([2, 0]))] == [[2], [0]]
+    # a batch sampler yielding index Tensors (this one failed before, in np.asarray)
+    got = [b.tolist() for b in mdata.DataLoader(ds, batch_sampler=[minidl.tensor([2, 0]), [1]])]
+    assert got == [[2, 0], [1]]
+
+
+def test_loader_drop_last_must_be_a_bool():
+    with pytest.raises(ValueError, match="drop_last should be a boolean value, but got "
+                                         "drop_last='x'"):
+        mdata.DataLoader(list(range(5)), batch_size=2, drop_last="x")
+    assert len(mdata.DataLoader(list(range(5)), batch_size=2, drop_last=np.bool_(True))) == 2

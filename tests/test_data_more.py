@@ -13,6 +13,8 @@ from minidl.data import (BatchSampler, ChainDataset, ConcatDataset, DataLoader, 
                          IterableDataset, RandomSampler, Sampler, SequentialSampler,
                          SubsetRandomSampler, TensorDataset, WeightedRandomSampler,
                          default_collate, default_convert, get_worker_info)
+from minidl.utils import data as mdata
+from minidl.data import StackDataset
 
 # for tests that import from torch themselves (the others take the ``torch`` fixture below)
 needs_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None,
@@ -557,3 +559,100 @@ def test_random_split_without_a_generator_follows_manual_seed(lengths):
     minidl.manual_seed(43)
     other = [s.indices.tolist() for s in minidl.data.random_split(range(10), lengths)]
     assert other != first
+# ---- DataLoader and default_collate -----------------------------------------------------------
+
+def test_collate_promotes_mixed_dtypes_as_torch_stack():
+    data = minidl.data
+    batch = data.default_collate([minidl.ones(2), minidl.ones(2, dtype=minidl.int64)])
+    assert batch.dtype == minidl.float32
+    batch = data.default_collate([np.ones(2, np.float32), np.ones(2, np.int64)])
+    assert batch.dtype == minidl.float32
+    (batch,) = list(data.DataLoader([minidl.ones(2, dtype=minidl.int64), minidl.ones(2)],
+                                    batch_size=2))
+    assert batch.dtype == minidl.float32
+    (batch,) = list(data.DataLoader([np.ones(2, np.uint8), np.ones(2, np.int8)], batch_size=2))
+    assert batch.dtype == minidl.int16
+
+
+def test_collate_mixed_dtypes_parity_with_torch():
+    torch = pytest.importorskip("torch")
+    for dtypes in [("float32", "int64"), ("uint8", "int8"), ("float16", "bfloat16"),
+                   ("bool", "int8"), ("int32", "float16")]:
+        ours = minidl.data.default_collate([minidl.ones(2, dtype=getattr(minidl, d))
+                                            for d in dtypes])
+        theirs = torch.utils.data.default_collate([torch.ones(2, dtype=getattr(torch, d))
+                                                   for d in dtypes])
+        assert str(ours.dtype).split(".")[-1] == str(theirs.dtype).split(".")[-1], dtypes
+
+
+def test_collate_refuses_an_integer_beyond_int64_instead_of_an_object_tensor():
+    with pytest.raises(ValueError, match="does not fit in int64"):
+        minidl.data.default_collate([2 ** 70, 1])
+    with pytest.raises(ValueError, match=r"2361183241434822606848.*dataset index 1"):
+        list(minidl.data.DataLoader([1, 2 ** 71], batch_size=2))
+
+
+def test_collate_keeps_the_samples_mapping_type():
+    import collections
+
+    samples = [collections.defaultdict(int, a=i) for i in range(3)]
+    (batch,) = list(minidl.data.DataLoader(samples, batch_size=3))
+    assert type(batch) is collections.defaultdict and batch["a"].numpy().tolist() == [0, 1, 2]
+    assert batch["missing"] == 0  # its default factory kept
+    batch = minidl.data.default_collate(samples)
+    assert type(batch) is collections.defaultdict
+    ordered = [collections.OrderedDict(b=i, a=i) for i in range(2)]
+    (batch,) = list(minidl.data.DataLoader(ordered, batch_size=2))
+    assert type(batch) is collections.OrderedDict and list(batch) == ["b", "a"]
+
+
+# ---- DataLoader: bfloat16 tensors and datetime64 arrays ---------------------------------------
+
+def test_loader_batches_bfloat16_tensors_and_refuses_dates():
+    samples = [minidl.ones(2, dtype=minidl.bfloat16), minidl.zeros(2, dtype=minidl.bfloat16)]
+    (batch,) = list(minidl.data.DataLoader(samples, batch_size=2))
+    assert batch.dtype == minidl.bfloat16 and batch.shape == (2, 2)
+    ((x, y),) = list(minidl.data.DataLoader([(t, 1) for t in samples], batch_size=2))
+    assert x.dtype == minidl.bfloat16 and y.numpy().tolist() == [1, 1]
+    dates = [np.datetime64("2020-01-01"), np.datetime64("2020-01-02")]
+    with pytest.raises(TypeError, match="batch must contain"):
+        list(minidl.data.DataLoader(dates, batch_size=2))
+    with pytest.raises(TypeError, match="batch must contain"):
+        minidl.data.default_collate([np.array(dates)] * 2)
+
+
+# ---- misuse: default_collate of numbers mixed with other values -------------------------------
+
+@pytest.mark.parametrize("batch, named", [([1.0, "x"], r"entry 1 is a str \('x'\)"),
+                                          ([1, None], r"entry 1 is a NoneType"),
+                                          ([1, [2]], r"entry 1 is a list")])
+def test_default_collate_numbers_mixed_with_others_named(batch, named):
+    with pytest.raises(TypeError, match=named):  # was a string/object tensor or a NumPy error
+        mdata.default_collate(batch)
+
+
+def test_default_collate_numbers_unchanged():
+    assert mdata.default_collate([1, 2.5]).dtype == minidl.float32  # torch.tensor's default
+    assert mdata.default_collate([2.5, 1]).dtype == minidl.float64
+    assert mdata.default_collate([True, 2]).tolist() == [1, 2]
+    assert mdata.default_collate([np.int64(3), 4]).tolist() == [3, 4]
+
+
+# ---- StackDataset -----------------------------------------------------------------------------
+
+def test_stack_dataset_tuple_and_dict():
+    a = TensorDataset(np.arange(6.0).reshape(3, 2))
+    b = [10, 20, 30]
+    s = StackDataset(a, b)
+    assert len(s) == 3 and s[1][1] == 20 and np.array_equal(s[1][0][0], [2.0, 3.0])
+    d = StackDataset(x=b, y=["p", "q", "r"])
+    assert d[2] == {"x": 30, "y": "r"}
+    batch = next(iter(DataLoader(d, batch_size=3)))
+    assert batch["y"] == ["p", "q", "r"] and batch["x"].tolist() == [10, 20, 30]
+    with pytest.raises(ValueError, match="size mismatch"):
+        StackDataset(b, [1, 2])
+    with pytest.raises(ValueError, match="not both"):
+        StackDataset(b, y=b)
+    torch = pytest.importorskip("torch")
+    theirs = torch.utils.data.StackDataset(x=b, y=["p", "q", "r"])
+    assert [theirs[i] for i in range(3)] == [d[i] for i in range(3)]

@@ -1161,3 +1161,334 @@ def test_float32_parameters_stay_float32_and_agree_with_float64(name, make):
         return
     assert h32.dtype == np.float32
     np.testing.assert_allclose(h32.numpy(), h64.numpy(), rtol=1e-4, atol=1e-4)
+
+
+# ---- distributions: parameters, moments, dtypes -----------------------------------------------
+
+INF, NAN = float("inf"), float("nan")
+
+
+def f64(x, requires_grad=False):
+    return minidl.tensor(np.asarray(x, dtype=np.float64), dtype=minidl.float64,
+                         requires_grad=requires_grad)
+
+
+def _multinomial_entropy_by_enumeration(n, p):
+    total = 0.0
+    for a in range(n + 1):
+        for b in range(n + 1 - a):
+            c = n - a - b
+            log_p = (math.lgamma(n + 1) - math.lgamma(a + 1) - math.lgamma(b + 1)
+                     - math.lgamma(c + 1))
+            if any(k and not q for k, q in zip((a, b, c), p)):
+                continue  # an impossible outcome
+            log_p += sum(k * math.log(q) for k, q in zip((a, b, c), p) if k)
+            total -= math.exp(log_p) * log_p
+    return total
+
+
+def _kl_dists():
+    """name -> (builder from float64 arrays, parameters): batch shape (3,)."""
+    return {
+        "Bernoulli": (D.Bernoulli, dict(probs=[0.2, 0.5, 0.7])),
+        "Beta": (D.Beta, dict(concentration1=[0.8, 1.5, 3.0], concentration0=[2.0, 1.2, 0.7])),
+        "Binomial": (D.Binomial, dict(total_count=[5.0, 5.0, 5.0], probs=[0.2, 0.5, 0.7])),
+        "Exponential": (D.Exponential, dict(rate=[0.7, 1.5, 2.5])),
+        "Gamma": (D.Gamma, dict(concentration=[0.8, 1.5, 3.0], rate=[0.7, 1.5, 2.5])),
+        "Gumbel": (D.Gumbel, dict(loc=[-0.5, 0.0, 1.0], scale=[0.7, 1.5, 2.5])),
+        "Laplace": (D.Laplace, dict(loc=[-0.5, 0.0, 1.0], scale=[0.7, 1.5, 2.5])),
+        "Normal": (D.Normal, dict(loc=[-0.5, 0.0, 1.0], scale=[0.7, 1.5, 2.5])),
+        "Pareto": (D.Pareto, dict(scale=[0.3, 0.5, 0.8], alpha=[0.8, 1.5, 2.5])),
+        "Poisson": (D.Poisson, dict(rate=[0.7, 1.5, 2.5])),
+        "Uniform": (D.Uniform, dict(low=[-0.5, 0.1, 0.6], high=[0.9, 0.8, 1.7])),
+    }
+
+
+_CROSS_PAIRS = [
+    ("Bernoulli", "Poisson"), ("Beta", "Exponential"), ("Beta", "Gamma"), ("Beta", "Normal"),
+    ("Beta", "Pareto"), ("Beta", "Uniform"), ("Binomial", "Binomial"), ("Exponential", "Beta"),
+    ("Exponential", "Gamma"), ("Exponential", "Gumbel"), ("Exponential", "Normal"),
+    ("Exponential", "Pareto"), ("Exponential", "Uniform"), ("Gamma", "Beta"),
+    ("Gamma", "Exponential"), ("Gamma", "Gumbel"), ("Gamma", "Normal"), ("Gamma", "Pareto"),
+    ("Gamma", "Uniform"), ("Gumbel", "Beta"), ("Gumbel", "Exponential"), ("Gumbel", "Gamma"),
+    ("Gumbel", "Normal"), ("Gumbel", "Pareto"), ("Gumbel", "Uniform"), ("Laplace", "Beta"),
+    ("Laplace", "Exponential"), ("Laplace", "Gamma"), ("Laplace", "Normal"),
+    ("Laplace", "Pareto"), ("Laplace", "Uniform"), ("Normal", "Beta"),
+    ("Normal", "Exponential"), ("Normal", "Gamma"), ("Normal", "Gumbel"),
+    ("Normal", "Laplace"), ("Normal", "Pareto"), ("Normal", "Uniform"), ("Pareto", "Beta"),
+    ("Pareto", "Exponential"), ("Pareto", "Gamma"), ("Pareto", "Normal"),
+    ("Pareto", "Pareto"), ("Pareto", "Uniform"), ("Poisson", "Bernoulli"),
+    ("Poisson", "Binomial"), ("Uniform", "Beta"), ("Uniform", "Exponential"),
+    ("Uniform", "Gamma"), ("Uniform", "Gumbel"), ("Uniform", "Normal"), ("Uniform", "Pareto"),
+]
+
+
+def _kl_by_quadrature(p, q, lo, hi, n=400001):
+    """KL(p || q) of two univariate densities by the trapezoid rule on [lo, hi] (float64)."""
+    x = np.linspace(lo, hi, n)[1:-1]
+    lp = p.log_prob(f64(x)).numpy()
+    lq = q.log_prob(f64(x)).numpy()
+    integrand = np.where(np.isfinite(lp), np.exp(lp) * (lp - lq), 0.0)
+    return float(np.trapezoid(integrand, x))
+
+
+@pytest.mark.parametrize("df", [0.0, -1.0, NAN, -INF])
+def test_chi2_validates_df(df):
+    with pytest.raises(ValueError, match="Expected parameter df"):
+        D.Chi2(f64(df))
+    D.Chi2(f64(df), validate_args=False)  # and builds without the check
+
+
+@pytest.mark.parametrize("cls", [D.HalfNormal, D.HalfCauchy])
+def test_half_distributions_take_an_infinite_scale(cls):
+    d = cls(f64([INF, 2.0]))
+    np.testing.assert_array_equal(d.mode.numpy(), [0.0, 0.0])
+    lp = d.log_prob(f64([1.0, 1.0])).numpy()
+    assert lp[0] == -INF and np.isfinite(lp[1])
+    assert d.cdf(f64([1.0, 1.0])).numpy()[0] == 0.0
+    assert d.icdf(f64([0.3, 0.3])).numpy()[0] == INF
+
+
+def test_half_cauchy_moments_and_exponential_mode_at_infinite_parameters():
+    d = D.HalfCauchy(f64(INF))
+    assert d.mean.item() == INF and d.variance.item() == INF
+    assert D.Exponential(f64([INF, 1.0])).mode.numpy().tolist() == [0.0, 0.0]
+
+
+def test_log_normal_variance_of_a_small_scale_does_not_cancel():
+    d = D.LogNormal(f64(0.5), f64(1e-8))
+    # exp(2 mu + s^2) (exp(s^2) - 1) ~ e * 1e-16
+    assert d.variance.item() == pytest.approx(math.e * 1e-16, rel=1e-6)
+    assert d.stddev.item() == pytest.approx(math.exp(0.5) * 1e-8, rel=1e-6)
+
+
+def test_uniform_log_prob_keeps_float64_with_a_broadcast_value():
+    d = D.Uniform(f64(0.0), f64(2.0), validate_args=False)
+    lp = d.log_prob(f64([0.5, 1.0, 3.0]))
+    assert lp.dtype == minidl.float64
+    np.testing.assert_array_equal(lp.numpy(), [-math.log(2), -math.log(2), -INF])
+    assert lp.numpy()[0] == -math.log(2)  # exact, not float32-rounded
+
+
+@pytest.mark.parametrize("make", [
+    lambda r: D.Poisson(r),
+    lambda r: D.Binomial(f64([5.0, 5.0]), probs=r / 4),
+    lambda r: D.NegativeBinomial(r, probs=f64([0.3, 0.5])),
+])
+def test_discrete_modes_are_recorded_with_a_zero_gradient(make):
+    r = f64([1.5, 2.7], requires_grad=True)
+    mode = make(r).mode
+    assert mode.requires_grad
+    mode.sum().backward()
+    np.testing.assert_array_equal(r.grad.numpy(), [0.0, 0.0])
+
+
+@pytest.mark.parametrize("n", [0, 1, 5])
+def test_multinomial_entropy(n):
+    p = np.array([[0.2, 0.3, 0.5], [0.0, 0.5, 0.5]])
+    h = D.Multinomial(n, probs=f64(p)).entropy()
+    assert h.shape == (2,) and h.dtype == minidl.float64
+    want = [_multinomial_entropy_by_enumeration(n, row) for row in p]
+    np.testing.assert_allclose(h.numpy(), want, rtol=1e-12, atol=1e-14)
+    probs = f64([0.2, 0.3, 0.5], requires_grad=True)
+    assert gradcheck(lambda q: D.Multinomial(4, probs=q / q.sum()).entropy(), (probs,))
+
+
+# ---- kl_divergence: every pair torch 2.13 registers -------------------------------------------
+
+@pytest.mark.parametrize("p_name,q_name", _CROSS_PAIRS)
+def test_kl_cross_pairs_are_registered_and_finite_where_supports_allow(p_name, q_name):
+    dists = _kl_dists()
+    (pc, pk), (qc, qk) = dists[p_name], dists[q_name]
+    p = pc(**{k: f64(v) for k, v in pk.items()})
+    q = qc(**{k: f64(v) for k, v in qk.items()})
+    kl = D.kl_divergence(p, q)
+    assert kl.shape == (3,) and kl.dtype == minidl.float64
+    values = kl.numpy()
+    assert not np.isnan(values).any()
+    assert (values >= -1e-12).all()
+
+
+@pytest.mark.parametrize("p_name,q_name,i,lo,hi", [
+    ("Beta", "Normal", 1, 0.0, 1.0), ("Beta", "Gamma", 2, 0.0, 1.0),
+    ("Beta", "Exponential", 1, 0.0, 1.0), ("Exponential", "Gumbel", 2, 0.0, 40.0),
+    ("Gamma", "Normal", 2, 0.0, 40.0), ("Gumbel", "Normal", 0, -6.0, 30.0),
+    ("Laplace", "Normal", 1, -40.0, 40.0), ("Normal", "Laplace", 2, -30.0, 30.0),
+    ("Normal", "Gumbel", 1, -20.0, 20.0), ("Uniform", "Beta", 1, 0.1, 0.8),
+    ("Uniform", "Gumbel", 0, -0.5, 0.9), ("Uniform", "Exponential", 2, 0.6, 1.7),
+    ("Gamma", "Exponential", 1, 0.0, 40.0),
+])
+def test_kl_cross_pairs_match_numerical_integration(p_name, q_name, i, lo, hi):
+    dists = _kl_dists()
+    (pc, pk), (qc, qk) = dists[p_name], dists[q_name]
+    p = pc(**{k: f64(v[i]) for k, v in pk.items()}, validate_args=False)
+    q = qc(**{k: f64(v[i]) for k, v in qk.items()}, validate_args=False)
+    want = _kl_by_quadrature(p, q, lo, hi)
+    assert D.kl_divergence(p, q).item() == pytest.approx(want, rel=2e-3, abs=2e-4)
+
+
+def test_kl_cross_pairs_infinite_where_p_leaves_qs_support():
+    d = _kl_dists()
+    unif = D.Uniform(f64([-0.5, 0.1, 0.6]), f64([0.9, 0.8, 1.7]))
+    beta = D.Beta(f64([1.5, 1.5, 1.5]), f64([2.0, 2.0, 2.0]))
+    assert np.isinf(D.kl_divergence(unif, beta).numpy()).tolist() == [True, False, True]
+    assert np.isinf(D.kl_divergence(unif, D.Exponential(f64(1.0))).numpy()).tolist() == \
+        [True, False, False]
+    pareto = D.Pareto(f64(d["Pareto"][1]["scale"]), f64(d["Pareto"][1]["alpha"]))
+    assert np.isinf(D.kl_divergence(pareto, D.Normal(f64(0.0), f64(1.0))).numpy()).tolist() \
+        == [True, True, False]  # no second moment for alpha <= 2
+    assert np.isinf(D.kl_divergence(D.Normal(f64(0.0), f64(1.0)), D.Exponential(f64(1.0))).item())
+    u, par = D.Uniform(f64(0.9), f64(1.7)), D.Pareto(f64(0.8), f64(2.5))
+    want = _kl_by_quadrature(u, par, 0.9, 1.7)
+    assert D.kl_divergence(u, par).item() == pytest.approx(want, rel=1e-4)
+    assert D.kl_divergence(D.Uniform(f64(0.7), f64(1.7)), par).item() == INF
+
+
+def test_kl_binomial_binomial():
+    p = D.Binomial(f64([5.0, 6.0]), probs=f64([0.3, 0.4]))
+    q = D.Binomial(f64([5.0, 5.0]), probs=f64([0.5, 0.5]))
+    kl = D.kl_divergence(p, q).numpy()
+    bern = D.kl_divergence(D.Bernoulli(f64(0.3)), D.Bernoulli(f64(0.5))).item()
+    assert kl[0] == pytest.approx(5 * bern, rel=1e-12) and kl[1] == INF
+    with pytest.raises(NotImplementedError, match="q.total_count > p.total_count"):
+        D.kl_divergence(q, p)
+
+
+def test_kl_lowrank_pairs_match_the_full_rank_formula():
+    rng = np.random.default_rng(0)
+    loc, w, diag = rng.normal(size=(2, 3)), rng.normal(size=(2, 3, 2)), rng.uniform(0.5, 2, (2, 3))
+    a = rng.normal(size=(2, 3, 3))
+    cov = a @ np.swapaxes(a, -1, -2) + 3 * np.eye(3)
+    lr = D.LowRankMultivariateNormal(f64(loc), f64(w), f64(diag))
+    full = D.MultivariateNormal(f64(loc[::-1].copy()), covariance_matrix=f64(cov))
+    lr_as_full = D.MultivariateNormal(f64(loc), covariance_matrix=lr.covariance_matrix)
+    for p, q, p_full, q_full in ((lr, full, lr_as_full, full), (full, lr, full, lr_as_full),
+                                 (lr, lr, lr_as_full, lr_as_full)):
+        np.testing.assert_allclose(D.kl_divergence(p, q).numpy(),
+                                   D.kl_divergence(p_full, q_full).numpy(), rtol=1e-10)
+    other = D.LowRankMultivariateNormal(f64(np.zeros(2)), f64(np.ones((2, 1))), f64(np.ones(2)))
+    with pytest.raises(ValueError, match="different event shapes"):
+        D.kl_divergence(lr, other)
+
+
+def test_kl_cross_pair_gradients():
+    rates = f64([0.7, 1.5], requires_grad=True)
+    loc, scale = f64([0.3, -0.2], requires_grad=True), f64([1.2, 0.8], requires_grad=True)
+    assert gradcheck(lambda r, m, s: D.kl_divergence(D.Exponential(r), D.Gumbel(m, s)),
+                     (rates, loc, scale))
+    assert gradcheck(lambda m, s, r: D.kl_divergence(D.Normal(m, s), D.Laplace(r, s)),
+                     (loc, scale, rates))
+
+
+def test_kl_cross_pairs_parity():
+    torch = pytest.importorskip("torch")
+    TD = torch.distributions
+    for p_name, q_name in _CROSS_PAIRS:
+        dists = _kl_dists()
+        (pc, pk), (qc, qk) = dists[p_name], dists[q_name]
+        mine = D.kl_divergence(pc(**{k: f64(v, requires_grad=True) for k, v in pk.items()}),
+                               qc(**{k: f64(v) for k, v in qk.items()}))
+        tp = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in pk.items()}
+        theirs = TD.kl_divergence(getattr(TD, p_name)(**tp), getattr(TD, q_name)(
+            **{k: torch.tensor(v, dtype=torch.float64) for k, v in qk.items()}))
+        np.testing.assert_allclose(mine.numpy(), theirs.detach().numpy(), rtol=1e-9,
+                                   err_msg=f"{p_name} -> {q_name}")
+
+
+# ---- distributions: modes, supports, log_prob dtypes, utils -----------------------------------
+
+def test_dirichlet_and_beta_mode_nan_where_no_concentration_exceeds_one_and_not_all_below():
+    c = [[1.0, 1.0], [1.0, 0.5], [0.5, 0.5], [2.0, 1.0], [1.0, 3.0]]
+    mode = D.Dirichlet(f64(c)).mode.numpy()
+    assert np.isnan(mode[:2]).all()
+    np.testing.assert_array_equal(mode[2:], [[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    beta = D.Beta(f64([1.0, 1.0, 2.0]), f64([1.0, 0.5, 1.0])).mode.numpy()
+    assert np.isnan(beta[:2]).all() and beta[2] == 1.0
+
+
+def test_mixture_same_family_support_adds_back_the_mixture_dim():
+    probs = f64([[0.5, 0.5]] * 3)
+    mix = D.MixtureSameFamily(D.Categorical(probs=probs),
+                              D.Uniform(f64([[0.0, 1.0]] * 3), f64([[1.0, 3.0]] * 3)))
+    support = mix.support
+    assert repr(support).startswith("MixtureSameFamilyConstraint(Interval(")
+    # was a broadcast error of (3,) against the components' (3, 2); every component's support
+    # must hold the value, as torch's
+    np.testing.assert_array_equal(support.check(f64([0.5, 2.0, 0.9])).numpy(), [False] * 3)
+    with pytest.raises(ValueError, match="to be within the support"):
+        mix.log_prob(f64([0.5, 2.0, 5.0]))
+    vec = D.MixtureSameFamily(D.Categorical(probs=f64([0.5, 0.5])),
+                              D.Independent(D.Normal(f64(np.zeros((2, 2))), f64(np.ones((2, 2)))), 1))
+    assert vec.support.event_dim == 1
+    np.testing.assert_array_equal(vec.support.check(f64([[0.5, 2.0], [0.0, NAN]])).numpy(),
+                                  [True, False])
+    counts = D.MixtureSameFamily(D.Categorical(probs=f64([0.5, 0.5])), D.Poisson(f64([1.0, 2.0])))
+    assert counts.support.is_discrete
+    np.testing.assert_array_equal(counts.support.check(f64([1.0, 0.5])).numpy(), [True, False])
+
+
+@pytest.mark.parametrize("make", [
+    lambda: D.Gamma(minidl.tensor([2.0, 3.0]), minidl.tensor([1.0, 0.5])),
+    lambda: D.Chi2(minidl.tensor([2.0, 3.0])),
+    lambda: D.HalfCauchy(minidl.tensor([2.0, 3.0])),
+])
+def test_gamma_and_half_cauchy_log_prob_in_the_parameters_dtype(make):
+    d = make()
+    lp = d.log_prob(f64([[1.5], [0.5]]))
+    assert lp.dtype == minidl.float32 and lp.shape == (2, 2)  # as torch's: cast to the params'
+    want = d.log_prob(minidl.tensor([[1.5], [0.5]]))
+    np.testing.assert_array_equal(lp.numpy(), want.numpy())
+
+
+def test_gamma_log_prob_takes_a_number_as_torch():
+    d = D.Gamma(f64([2.0, 3.0]), f64([1.0, 0.5]))
+    np.testing.assert_allclose(d.log_prob(1.5).numpy(), d.log_prob(f64(1.5)).numpy())
+    value = f64([1.5, 2.0], requires_grad=True)
+    D.Gamma(minidl.tensor([2.0, 3.0]), minidl.tensor([1.0, 0.5])).log_prob(value).sum().backward()
+    assert value.grad.dtype == minidl.float64  # the cast is recorded
+    np.testing.assert_allclose(value.grad.numpy(), [1 / 1.5 - 1, 2 / 2.0 - 0.5], rtol=1e-6)
+
+
+def test_distributions_utils_tril_helpers_and_constants():
+    from minidl.distributions import utils as U
+    mat = f64(np.arange(9.0).reshape(3, 3), requires_grad=True)
+    np.testing.assert_array_equal(U.tril_matrix_to_vec(mat).numpy(), [0, 3, 4, 6, 7, 8])
+    np.testing.assert_array_equal(U.tril_matrix_to_vec(mat, diag=-1).numpy(), [3, 6, 7])
+    for diag in (3, -4):
+        with pytest.raises(ValueError, match=rf"diag \({diag}\) provided is outside \[-3, 2\]"):
+            U.tril_matrix_to_vec(mat, diag=diag)
+    back = U.vec_to_tril_matrix(f64(np.arange(6.0)))
+    np.testing.assert_array_equal(back.numpy(), [[0, 0, 0], [1, 2, 0], [3, 4, 5]])
+    with pytest.raises(ValueError, match="cannot be expressed as the lower triangular part"):
+        U.vec_to_tril_matrix(f64(np.arange(4.0)))
+    assert gradcheck(lambda m: U.tril_matrix_to_vec(m, diag=-1), (mat,))
+    assert U.euler_constant == pytest.approx(0.5772156649015329)
+    assert U.is_tensor_like(mat) and not U.is_tensor_like(1.0)
+
+
+def test_relaxed_bernoulli_log_prob_of_an_integer_value_names_the_dtype():
+    d = D.RelaxedBernoulli(minidl.tensor(0.5), probs=minidl.tensor([0.3]))
+    for value in (minidl.tensor([1]), minidl.tensor([True])):  # was NumPy's "not inexact"
+        with pytest.raises(TypeError, match="requires a floating point input type, got"):
+            d.log_prob(value)
+    assert D.SigmoidTransform()(minidl.tensor([0.5], dtype=minidl.bfloat16)).dtype == \
+        minidl.bfloat16
+
+
+# ---- kl_divergence of HalfCauchy and Cauchy ---------------------------------------------------
+
+def t64(a, grad=False):
+    return minidl.tensor(np.asarray(a, dtype=np.float64), dtype=np.float64, requires_grad=grad)
+
+
+def test_kl_halfcauchy_and_cauchy():
+    """kl_divergence(HalfCauchy, HalfCauchy) (and Cauchy, Cauchy) raised NotImplementedError;
+    torch has the closed form log(((s1 + s2)^2 + (m1 - m2)^2) / (4 s1 s2))."""
+    p, q = D.Cauchy(t64([0.0, 2.0]), t64([1.0, 0.5])), D.Cauchy(t64([1.0, -1.0]), t64([3.0, 2.0]))
+    want = np.log(((np.array([1.0, 0.5]) + [3.0, 2.0]) ** 2 + np.array([-1.0, 3.0]) ** 2)
+                  / (4 * np.array([1.0, 0.5]) * [3.0, 2.0]))
+    np.testing.assert_allclose(D.kl_divergence(p, q).numpy(), want, rtol=1e-12)
+    h = D.kl_divergence(D.HalfCauchy(t64([1.0, 2.0])), D.HalfCauchy(t64([3.0, 0.5])))
+    np.testing.assert_allclose(h.numpy(), np.log(np.array([16.0, 6.25]) / [12.0, 4.0]),
+                               rtol=1e-12)
+    np.testing.assert_allclose(D.kl_divergence(p, p).numpy(), 0.0, atol=1e-15)

@@ -18,6 +18,7 @@ import minidl.distributions as D
 from minidl import Tensor
 from minidl.distributions import constraints, transforms as MT
 from minidl.testing import gradcheck
+from minidl.distributions import transforms as T
 
 R = np.random.default_rng(3)
 
@@ -653,3 +654,124 @@ def test_on_the_fake_gpu_match_cpu(monkeypatch, tmp_path):
         results[device] = (out.item(), a.grad.numpy())
     np.testing.assert_allclose(results["cpu"][0], results["cuda"][0], rtol=1e-12)
     np.testing.assert_allclose(results["cpu"][1], results["cuda"][1], rtol=1e-10)
+
+
+# ---- transforms: event_dim where domain and codomain differ -----------------------------------
+
+def test_transform_event_dim_is_refused_where_domain_and_codomain_differ():
+    for t in (D.CorrCholeskyTransform(), D.ReshapeTransform((6,), (2, 3))):
+        with pytest.raises(ValueError, match="domain.event_dim or .codomain.event_dim"):
+            t.event_dim
+        assert t.domain.event_dim != t.codomain.event_dim
+    assert D.StickBreakingTransform().event_dim == 1
+    assert D.ExpTransform().event_dim == 0
+
+
+# ---- distributions: transforms and TransformedDistribution ------------------------------------
+
+rng = np.random.default_rng(20261207)
+
+
+def t64(a, grad=False):
+    return minidl.tensor(np.asarray(a, dtype=np.float64), dtype=np.float64, requires_grad=grad)
+
+
+def test_inverse_transform_swaps_forward_and_inverse_shapes():
+    """The inverse of a transform kept its forward_shape/inverse_shape instead of swapping
+    them, so TransformedDistribution(Dirichlet(...), StickBreakingTransform().inv) had events of
+    K entries (not K - 1) and its log_prob refused its own samples. Its ``bijective`` was
+    always True (SoftmaxTransform().inv is not)."""
+    inv = T.StickBreakingTransform().inv
+    assert tuple(inv.forward_shape((3, 4))) == (3, 3)
+    assert tuple(inv.inverse_shape((3, 4))) == (3, 5)
+    assert T.SoftmaxTransform().inv.bijective is False
+    d = D.TransformedDistribution(D.Dirichlet(t64(np.ones((2, 4)))), [inv])
+    assert tuple(d.batch_shape) == (2,) and tuple(d.event_shape) == (3,)
+    x = d.sample((5,))
+    assert tuple(x.shape) == (5, 2, 3)
+    lp = d.log_prob(x)
+    assert tuple(lp.shape) == (5, 2) and np.isfinite(lp.numpy()).all()
+
+
+def test_affine_transform_broadcasts_the_base_distribution():
+    """AffineTransform's forward_shape ignored loc's and scale's shapes, so
+    TransformedDistribution(Normal(0, 1), AffineTransform(loc of shape (3,), 2)) had batch shape
+    () and sample((2,)) failed to broadcast (2,) with (3,); torch expands the base to (3,)."""
+    loc = t64([1.0, 2.0, 3.0])
+    d = D.TransformedDistribution(D.Normal(t64(0.0), t64(1.0)), [T.AffineTransform(loc, 2.0)])
+    assert tuple(d.batch_shape) == (3,)
+    assert tuple(d.base_dist.batch_shape) == (3,)
+    assert tuple(d.sample((2,)).shape) == (2, 3)
+    value = t64([[0.0, 1.0, 2.0]])
+    want = -0.5 * ((value.numpy() - loc.numpy()) / 2) ** 2 - math.log(2) - 0.5 * math.log(2 * math.pi)
+    np.testing.assert_allclose(d.log_prob(value).numpy(), want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("transform", [T.AbsTransform(), T.StickBreakingTransform(),
+                                       T.SoftmaxTransform(), T.ReshapeTransform((2,), (2, 1)),
+                                       T.CatTransform([T.ExpTransform(), T.AbsTransform()],
+                                                      dim=-1)])
+def test_sign_of_non_monotone_transforms_is_refused(transform):
+    """Every transform had sign = 1, so TransformedDistribution(Normal, AbsTransform()).cdf
+    returned the Normal's cdf at the non-negative preimage (a wrong number) instead of refusing
+    as torch does (NotImplementedError: the transform is not monotone)."""
+    with pytest.raises(NotImplementedError):
+        transform.sign
+
+
+def test_transformed_cdf_refuses_a_non_monotone_transform():
+    """The cdf/icdf half of the sign problem above: a folded Normal's cdf at 0.5 came out as
+    Phi(0.5) = 0.69 (its true value is 0.38); torch raises."""
+    d = D.TransformedDistribution(D.Normal(t64(0.0), t64(1.0)), [T.AbsTransform()])
+    with pytest.raises(NotImplementedError):
+        d.cdf(t64(0.5))
+    with pytest.raises(NotImplementedError):
+        d.icdf(t64(0.5))
+    # monotone ones still have their sign (and cdf)
+    assert T.ComposeTransform([T.ExpTransform(), T.AffineTransform(0.0, -2.0)]).sign == -1
+    e = D.TransformedDistribution(D.Normal(t64(0.0), t64(1.0)),
+                                  [T.ExpTransform(), T.AffineTransform(0.0, -1.0)])
+    np.testing.assert_allclose(e.cdf(t64(-1.0)).numpy(), 0.5, rtol=1e-12)
+
+
+def test_inverse_of_a_transform_is_one_object():
+    """Transform.inv and ComposeTransform.inv made a new object on each call, so t.inv.inv was
+    not t (torch keeps each inverse while it lives: t.inv is t.inv, t.inv.inv is t); the
+    cached inverse must not stop a transform from pickling."""
+    import copy
+    import pickle
+
+    for t in (T.ExpTransform(), T.AffineTransform(1.0, 2.0),
+              T.ComposeTransform([T.ExpTransform(), T.AffineTransform(0.0, -1.0)])):
+        assert t.inv is t.inv
+        assert t.inv.inv is t
+        again = pickle.loads(pickle.dumps(t))
+        assert again == t and again.inv.inv is again
+        assert copy.deepcopy(t) == t
+    d = D.TransformedDistribution(D.Normal(t64(0.0), t64(1.0)), [T.ExpTransform()])
+    d.log_prob(t64(2.0))
+    np.testing.assert_allclose(pickle.loads(pickle.dumps(d)).log_prob(t64(2.0)).numpy(),
+                               d.log_prob(t64(2.0)).numpy())
+
+
+def test_transform_to_positive_semidefinite():
+    """transform_to(constraints.positive_semidefinite) raised NotImplementedError; torch maps it
+    with PositiveDefiniteTransform, as for positive_definite."""
+    t = D.transform_to(constraints.positive_semidefinite)
+    assert isinstance(t, T.PositiveDefiniteTransform)
+    y = t(t64(rng.standard_normal((2, 3, 3))))
+    assert bool(constraints.positive_semidefinite.check(y).numpy().all())
+
+
+def test_with_cache_of_compose_and_inverse_transforms():
+    """ComposeTransform(...).with_cache() and SomeTransform().inv.with_cache() raised
+    NotImplementedError (torch caches through both), so a cached tanh-squashed chain could not
+    give back the exact x of its own sample."""
+    x = t64([0.3, 2.0])
+    for t in (T.ComposeTransform([T.ExpTransform(), T.TanhTransform()]), T.ExpTransform().inv,
+              T.ComposeTransform([T.SigmoidTransform(), T.AffineTransform(0.0, 2.0)]).inv):
+        cached = t.with_cache(1)
+        assert cached._cache_size == 1 and cached == t
+        y = cached(x)
+        assert cached.inv(y) is x
+        assert cached.with_cache(1) is cached

@@ -509,3 +509,16 @@ def test_multihead_attention_double_backward(packed):
         return y * y
 
     assert gradgradcheck(fn, [x])
+
+
+# ---- cumprod and prod: second derivatives -----------------------------------------------------
+
+def test_cumprod_and_prod_second_derivatives_still_check():
+    from minidl.testing import gradgradcheck
+
+    x = minidl.tensor([[1.5], [2.0]], dtype=minidl.float64, requires_grad=True)
+    assert gradgradcheck(lambda t: minidl.cumprod(t, 1), (x,))
+    y = minidl.tensor([[1.5, -0.7], [2.0, 0.3]], dtype=minidl.float64, requires_grad=True)
+    assert gradgradcheck(lambda t: minidl.cumprod(t, 1), (y,))
+    assert gradgradcheck(lambda t: t.prod(1), (y,))
+    assert gradgradcheck(lambda t: t.prod(), (y,))

@@ -326,3 +326,68 @@ def test_fft_edge_arguments_as_torch():
     leaf = minidl.tensor(np.ones(3, dtype=np.float64), requires_grad=True)
     (minidl.fft.fftn(leaf, dim=()) * 2j).imag.sum().backward()
     assert leaf.grad.tolist() == [2.0, 2.0, 2.0]
+# ---- fft --------------------------------------------------------------------------------------
+
+INF, NAN = float("inf"), float("nan")
+
+
+@pytest.mark.parametrize("name", ["irfft", "hfft"])
+@pytest.mark.parametrize("dtype", [minidl.float32, minidl.complex128])
+def test_c2r_transforms_of_an_empty_input_padded_are_zeros(name, dtype):
+    x = minidl.zeros(0, dtype=dtype)
+    for norm in (None, "ortho", "forward"):
+        y = getattr(minidl.fft, name)(x, n=8, norm=norm)
+        assert y.shape == (8,)
+        np.testing.assert_array_equal(y.numpy(), np.zeros(8))
+    y = minidl.fft.irfftn(minidl.zeros((2, 0), dtype=dtype), s=(3, 4))
+    np.testing.assert_array_equal(y.numpy(), np.zeros((3, 4)))
+
+
+@pytest.mark.parametrize("name", ["fftfreq", "rfftfreq"])
+def test_fftfreq_refuses_an_integer_dtype(name):
+    with pytest.raises(RuntimeError, match="requires a floating point or complex dtype"):
+        getattr(minidl.fft, name)(5, dtype=minidl.int64)
+    assert getattr(minidl.fft, name)(5, dtype=minidl.float64).dtype == minidl.float64
+
+
+# ---- fft: argument checks ---------------------------------------------------------------------
+
+def test_fft_sizes_and_dims_must_be_ints():
+    x = minidl.ones(3, 4)
+    for name in ("fft", "rfft", "ihfft"):
+        for n in (3.0, True):  # was truncated to 3 or read as n=1
+            with pytest.raises(TypeError, match="argument 'n' must be int"):
+                getattr(minidl.fft, name)(x, n=n)
+    for s in ((2.0, 2), (True, 2), 3):
+        with pytest.raises(TypeError, match="argument 's' must be tuple of ints"):
+            minidl.fft.fft2(x, s=s)
+    with pytest.raises(TypeError, match="argument 'dim' must be int or tuple of ints"):
+        minidl.fft.fftn(x, dim=1.0)
+    assert minidl.fft.fft2(x, s=[2, 2]).shape == (2, 2)
+    assert minidl.fft.rfft(x, n=np.int64(6)).shape == (3, 4)
+
+
+def test_fft_checks_dims_before_sizes_and_sizes_before_norm():
+    x = minidl.ones(4)
+    # a 0-d input or a dim out of range is named first, as torch (not the bad n or norm)
+    with pytest.raises(IndexError, match="no dimensions"):
+        minidl.fft.fft(minidl.tensor(2.0), n=0)
+    with pytest.raises(IndexError, match="out of range"):
+        minidl.fft.rfft(x, n=0, dim=1)
+    with pytest.raises(IndexError, match="out of range"):
+        minidl.fft.ihfft(x, dim=3, norm="bad")
+    with pytest.raises(RuntimeError, match=r"Invalid number of data points \(0\)"):
+        minidl.fft.hfft(x, n=0, norm="bad")
+    with pytest.raises(RuntimeError, match=r"Invalid number of data points \(-1\)"):
+        minidl.fft.irfft(x, n=-1)  # a 1-D n cannot be -1 (an n-D s can)
+    assert minidl.fft.irfftn(x, s=(-1,)).shape == (6,)
+    with pytest.raises(RuntimeError, match="dims must be unique"):
+        minidl.fft.fftn(minidl.ones(2, 2), dim=(0, 0), norm="bad")
+
+
+def test_fftfreq_of_a_zero_spacing_is_infinite_as_torch():
+    got = minidl.fft.fftfreq(5, 0, dtype=minidl.float64).numpy()
+    np.testing.assert_array_equal(got, [NAN, INF, INF, -INF, -INF])
+    np.testing.assert_array_equal(minidl.fft.rfftfreq(6, 0).numpy(), [NAN, INF, INF, INF])
+    np.testing.assert_allclose(minidl.fft.fftfreq(6, 0.1, dtype=minidl.float64).numpy(),
+                               np.fft.fftfreq(6, 0.1), rtol=0, atol=0)

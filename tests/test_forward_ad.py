@@ -327,3 +327,36 @@ def test_forward_ad_under_no_grad_refuses_rather_than_losing_the_tangent():
     with minidl.no_grad():  # no level open: nothing is marked
         v = minidl.tensor([1.0], requires_grad=True) * 2
     assert "_no_grad_of_graph" not in v.__dict__
+# ---- autograd.forward_ad ----------------------------------------------------------------------
+
+fwad = minidl.autograd.forward_ad
+
+
+def test_unpack_dual_after_a_backward_that_freed_the_graph_is_refused_not_none():
+    with fwad.dual_level():
+        dual = fwad.make_dual(minidl.ones(2, 2), minidl.ones(2, 2))
+        y = (dual * dual).sum()
+        read_before = fwad.unpack_dual(y).tangent
+        y.backward()
+        assert fwad.unpack_dual(y).tangent.item() == read_before.item() == 8.0  # kept
+        z = (dual.exp() * 1).sum()
+        z.backward()
+        with pytest.raises(RuntimeError, match="freed by a backward pass"):
+            fwad.unpack_dual(z)
+
+
+def test_unpack_dual_of_a_level_that_is_not_there_is_refused():
+    with fwad.dual_level():
+        dual = fwad.make_dual(minidl.ones(2), minidl.ones(2))
+        with pytest.raises(RuntimeError, match="level 5"):
+            fwad.unpack_dual(dual, level=5)
+    assert fwad.unpack_dual(dual).tangent is None  # no level: no tangent, as torch's
+
+
+def test_make_dual_of_a_tensor_with_a_tangent_is_refused_as_torch():
+    with fwad.dual_level():
+        dual = fwad.make_dual(minidl.ones(2), minidl.ones(2))
+        for base in (dual, dual * 2):
+            with pytest.raises(RuntimeError, match="already has a forward gradient"):
+                fwad.make_dual(base, minidl.ones(2))
+        assert fwad.unpack_dual(dual * 3).tangent.numpy().tolist() == [3.0, 3.0]

@@ -6,6 +6,7 @@ import pytest
 import minidl
 import minidl.func as mf
 import minidl.nn as nn
+from minidl import func as mfunc
 
 rng = np.random.default_rng(11)
 A, B = rng.normal(size=(3, 4)), rng.normal(size=4)
@@ -276,3 +277,95 @@ def test_transform_argument_errors_are_runtime_errors_as_torch():
         vjp(lambda x: x ** 2, x, t64([1.0, 1.0, 1.0], False))
     with pytest.raises(RuntimeError, match="strict=True and vectorize=True"):
         jacobian(lambda x: x, x, strict=True, vectorize=True)
+# ---- minidl.func ------------------------------------------------------------------------------
+
+def test_vmap_over_an_empty_batch_gives_empty_outputs():
+    out = mfunc.vmap(lambda x: (x * 2, x.sum()))(minidl.zeros(0, 3))
+    assert out[0].shape == (0, 3) and out[1].shape == (0,)
+    out = mfunc.vmap(lambda x: x.sum(0), in_dims=1, out_dims=0)(minidl.zeros(4, 0))
+    assert out.shape == (0,)
+
+
+def test_vmap_refuses_an_in_place_change_of_an_unmapped_argument_before_writing():
+    y = minidl.zeros(4)
+    x = minidl.tensor(np.arange(12, dtype=np.float32).reshape(3, 4))
+    with pytest.raises(RuntimeError, match="argument 1 in place, which is not mapped"):
+        mfunc.vmap(lambda a, b: b.add_(a), in_dims=(0, None))(x, y)
+    assert y.numpy().tolist() == [0.0] * 4 and y._version == 0
+    y.add_(1)  # writeable again afterwards
+    assert y.numpy().tolist() == [1.0] * 4
+    # a mapped argument may still be changed in place, as in torch
+    out = mfunc.vmap(lambda a: a.mul_(2))(x)
+    assert out.numpy()[1, 1] == 10.0 and x.numpy()[1, 1] == 10.0
+
+
+def test_vmap_takes_nested_and_dict_out_dims_as_torch():
+    x = minidl.tensor(np.arange(12, dtype=np.float32).reshape(3, 4))
+    s, (a, b) = mfunc.vmap(lambda r: (r.sum(), (r * 2, r * 3)), out_dims=(0, (1, 0)))(x)
+    assert s.shape == (3,) and a.shape == (4, 3) and b.shape == (3, 4)
+    out = mfunc.vmap(lambda r: {"a": r}, out_dims={"a": 1})(x)
+    np.testing.assert_array_equal(out["a"].numpy(), x.numpy().T)
+    with pytest.raises(ValueError, match="not compatible with the structure"):
+        mfunc.vmap(lambda r: r, out_dims=0.0)(x)
+
+
+def test_vmap_nested_out_dims_parity_with_torch():
+    torch = pytest.importorskip("torch")
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+
+    def f(m):
+        return m.func.vmap(lambda r: (r.sum(), {"p": r * 2, "q": [r * 3]}),
+                           out_dims=(0, {"p": 1, "q": [0]}))(m.tensor(x))
+    (ts, td), (ms, md) = f(torch), f(minidl)
+    np.testing.assert_array_equal(ms.numpy(), ts.numpy())
+    np.testing.assert_array_equal(md["p"].numpy(), td["p"].numpy())
+    np.testing.assert_array_equal(md["q"][0].numpy(), td["q"][0].numpy())
+
+
+def test_vjp_and_jacrev_refuse_integer_and_bool_outputs_instead_of_zeros():
+    x = minidl.ones(3)
+    with pytest.raises(RuntimeError, match="floating-point or complex.*int64"):
+        mfunc.vjp(lambda t: (t * 2).long(), x)
+    with pytest.raises(RuntimeError, match="floating-point or complex.*bool"):
+        mfunc.jacrev(lambda t: t > 0)(x)
+    # a float output with an integer one beside it is refused too, as torch's
+    with pytest.raises(RuntimeError, match="bool"):
+        mfunc.vjp(lambda t: (t * 2, t > 0), x)
+
+
+def test_stack_module_state_names_the_parameter_whose_shapes_differ():
+    with pytest.raises(ValueError, match=r"'weight' has shape \(3, 3\) in model 1 but \(2, 3\)"):
+        mfunc.stack_module_state([nn.Linear(3, 2), nn.Linear(3, 3)])
+
+
+# ---- vmap: sample-dependent output shapes, chunk_size -----------------------------------------
+
+def test_vmap_names_outputs_whose_shape_depends_on_the_sample():
+    x = minidl.tensor([[1.0, 0.0, 2.0], [0.0, 0.0, 3.0]])
+    with pytest.raises(RuntimeError, match=r"output 0 has shape \(2,\) for sample 0 but \(1,\)"):
+        mfunc.vmap(lambda r: r[r > 0])(x)
+
+
+def test_vmap_checks_chunk_size_and_leaves_unbatched_non_tensor_outputs_alone():
+    x = minidl.tensor([[1.0, 0.0, 2.0], [0.0, 0.0, 3.0]])
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="chunk_size"):
+            mfunc.vmap(lambda r: r, chunk_size=bad)
+    out, n = mfunc.vmap(lambda r: (r * 2, 3), out_dims=(0, None))(x)
+    assert n == 3 and out.shape == (2, 3)
+    with pytest.raises(ValueError, match="only Tensors"):
+        mfunc.vmap(lambda r: (r * 2, 3), out_dims=(0, 0))(x)
+
+
+# ---- jacrev / jacfwd: chunk_size and randomness -----------------------------------------------
+
+def test_jacrev_and_jacfwd_check_chunk_size_and_randomness_as_torch():
+    x = minidl.tensor([0.1, 0.2])
+    with pytest.raises(ValueError, match="chunk_size"):
+        mfunc.jacrev(lambda t: t.sin(), chunk_size=0)
+    with pytest.raises(RuntimeError, match="Only allowed values for randomness"):
+        mfunc.jacfwd(lambda t: t.sin(), randomness="foo")
+    with pytest.raises(RuntimeError, match="random operation while randomness='error'"):
+        mfunc.jacfwd(lambda t: t * minidl.rand(2))(x)
+    jac = mfunc.jacfwd(lambda t: t * minidl.rand(2), randomness="same")(x)
+    assert jac.shape == (2, 2) and jac.numpy()[0, 1] == 0.0

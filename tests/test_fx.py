@@ -647,3 +647,117 @@ def test_minidl_model_zoo_models_trace():
     ops = [n.target for n in minidl.fx.symbolic_trace(resnet18().eval()).graph.nodes
            if n.op == "call_module"]
     assert ops[:3] == ["conv1", "bn1", "maxpool"]
+
+
+# ---- fx: buffers and tensor attributes of a traced module -------------------------------------
+
+def _rand(*shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+def _module_with_tensors(lib):
+    class WithTensors(lib.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = lib.nn.Linear(3, 2)
+            self.register_buffer("buf", lib.ones(2))
+            self.scale = lib.tensor([1.0, 2.0])
+            self.sub = lib.nn.Module()
+            self.sub.register_buffer("b2", lib.zeros(2))
+            self.sub.shift = lib.ones(2)
+
+        def forward(self, x):
+            return (self.lin(x) + self.buf) * self.scale + self.sub.b2 + self.sub.shift
+
+    return WithTensors()
+
+
+def test_fx_traces_a_module_with_a_buffer_read_in_forward():
+    """symbolic_trace of a module reading its own buffer (a get_attr node at the top level)
+    raised KeyError "register_buffer: attribute 'buf' already exists" (GraphModule set the
+    attribute, then registered it); a plain tensor attribute became a _tensor_constant kept out
+    of the state_dict. torch's GraphModule reads it by its name and holds every tensor it reads
+    as a buffer, so its state_dict saves and loads them."""
+    import minidl.fx as fx
+    m = _module_with_tensors(minidl)
+    gm = fx.symbolic_trace(m)
+    assert sorted(gm.state_dict()) == ["buf", "lin.bias", "lin.weight", "scale", "sub.b2",
+                                       "sub.shift"]
+    assert "_tensor_constant" not in gm.code
+    x = minidl.tensor(_rand(4, 3).astype(np.float32))
+    np.testing.assert_array_equal(gm(x).numpy(), m(x).numpy())
+    other = fx.symbolic_trace(_module_with_tensors(minidl))
+    other.load_state_dict(gm.state_dict())
+    np.testing.assert_array_equal(other(x).numpy(), m(x).numpy())
+
+
+def test_fx_graph_module_state_dict_keys_and_code_match_torch():
+    torch = pytest.importorskip("torch")
+    torch_fx = pytest.importorskip("torch.fx")
+
+    import minidl.fx as fx
+    gm = fx.symbolic_trace(_module_with_tensors(minidl))
+    tgm = torch_fx.symbolic_trace(_module_with_tensors(torch))
+    assert sorted(gm.state_dict()) == sorted(tgm.state_dict())
+    assert sorted(k for k, _ in gm.named_buffers()) == sorted(k for k, _ in tgm.named_buffers())
+    assert gm.code.strip() == tgm.code.strip()
+
+
+# ---- fx: a graph prints its output as torch's -------------------------------------------------
+
+def test_fx_graph_prints_its_output_as_torch():
+    """A graph's output line printed its values as %name ('return %add'); torch prints the
+    names bare ('return add', 'return ((x, add), {'a': x})'). get_attr nodes printed an empty
+    '(args = (), kwargs = {})', which torch's leave out."""
+    import minidl.fx as fx
+
+    class Pair(minidl.nn.Module):
+        def forward(self, x):
+            return (x, x + 1), {"a": x}
+
+    text = str(fx.symbolic_trace(Pair()).graph)
+    assert text.splitlines()[-1].strip() == "return ((x, add), {'a': x})"
+    torch_fx = pytest.importorskip("torch.fx")
+    torch = pytest.importorskip("torch")
+
+    class TorchPair(torch.nn.Module):
+        def forward(self, x):
+            return (x, x + 1), {"a": x}
+
+    assert text == str(torch_fx.symbolic_trace(TorchPair()).graph)
+    with_attrs = fx.symbolic_trace(_module_with_tensors(minidl)).graph
+    torch_with_attrs = torch_fx.symbolic_trace(_module_with_tensors(torch)).graph
+    assert str(with_attrs) == str(torch_with_attrs)
+
+
+# ---- fx: concrete_args are checked at each call -----------------------------------------------
+
+def test_fx_concrete_args_are_checked_when_the_graph_runs():
+    """A concrete argument became a placeholder defaulting to the traced value and nothing
+    else, so calling the GraphModule with another value silently ran the branch traced for
+    the first (gm(x, False) gave relu(x)). torch's tracer names the placeholder flag_1 and
+    adds a check that raises AssertionError for another value (None checked as None)."""
+    import minidl.fx as fx
+
+    class Branchy(minidl.nn.Module):
+        def forward(self, x, flag, n=None):
+            if flag:
+                x = minidl.relu(x)
+            return x * 2 if n is None else x
+
+    gm = fx.symbolic_trace(Branchy(), concrete_args={"flag": True, "n": None})
+    x = minidl.tensor([-1.0, 2.0])
+    assert gm(x, True).tolist() == [0.0, 4.0]
+    with pytest.raises(AssertionError, match="flag has been specialized to have value True"):
+        gm(x, False)
+    with pytest.raises(AssertionError, match="n has been specialized to have value None"):
+        gm(x, True, 3)
+    gm.graph.eliminate_dead_code()  # the checks are kept
+    gm.recompile()
+    with pytest.raises(AssertionError):
+        gm(x, False)
+    assert "flag_1" in gm.code and "n_1" in gm.code
+    for again in (fx.symbolic_trace(gm), fx.Transformer(gm).transform()):  # the checks kept
+        assert again(x, True).tolist() == [0.0, 4.0]
+        with pytest.raises(AssertionError, match="flag has been specialized"):
+            again(x, False)

@@ -453,3 +453,28 @@ def test_a_generator_pickles_with_its_state_as_torchs():
     if torch is not None:
         tg = torch.Generator().manual_seed(8)
         assert pickle.loads(pickle.dumps(tg)).initial_seed() == 8
+
+
+# ---- random.fork_rng --------------------------------------------------------------------------
+
+def test_fork_rng_leaves_the_following_draws_as_they_were():
+    minidl.manual_seed(3)
+    expected = minidl.randn(4).numpy()
+    minidl.manual_seed(3)
+    with minidl.random.fork_rng():
+        minidl.randn(100)
+    np.testing.assert_array_equal(minidl.randn(4).numpy(), expected)
+    minidl.manual_seed(3)
+    with pytest.raises(KeyError):
+        with minidl.random.fork_rng():
+            minidl.rand(7)
+            raise KeyError("inside")
+    np.testing.assert_array_equal(minidl.randn(4).numpy(), expected)  # put back on error too
+    minidl.manual_seed(3)
+    with minidl.random.fork_rng(enabled=False):
+        minidl.randn(100)
+    assert not np.array_equal(minidl.randn(4).numpy(), expected)
+    with pytest.raises(ValueError, match="device_type"):
+        with minidl.random.fork_rng(device_type="mps"):
+            pass
+    assert minidl.random.initial_seed() == 3 and minidl.random.manual_seed is minidl.manual_seed

@@ -187,3 +187,43 @@ def test_the_80_20_split_has_exact_sizes():
     # 1 - 0.8 is 0.19999999999999996 in floating point; 200 photos must still split 160/40
     for n, want in ((200, [160, 40]), (12, [10, 2]), (1000, [800, 200])):
         assert [len(s) for s in random_split(list(range(n)), 0.8, seed=2)] == want
+
+
+# ---- misuse: bad paths and a file name as the save folder -------------------------------------
+
+def _tiny_classifier():
+    from minidl.vision import classifier
+
+    layer = minidl.nn.Linear(classifier.feature_dim("resnet50"), 2)
+    return classifier.ImageClassifier(layer, ["cats", "dogs"], "random", "random-seed0",
+                                      progress=False)
+
+
+@pytest.mark.parametrize("bad, named", [(None, "got NoneType"), (5, "got int"),
+                                        ([None], r"holds a NoneType \(None\)")])
+def test_classifier_predict_bad_paths_argument_named(bad, named):
+    with pytest.raises(TypeError, match=f"paths_or_folder .*{named}"):
+        _tiny_classifier().predict(bad)
+
+
+def test_classifier_save_to_a_file_name_is_refused_before_writing(tmp_path):
+    clf = _tiny_classifier()
+    with pytest.raises(ValueError, match=r"model\.npz looks like a file name; save takes a folder"):
+        clf.save(tmp_path / "model.npz")
+    assert not (tmp_path / "model.npz").exists()
+    (tmp_path / "kept.npz").write_bytes(b"old")  # an existing file is refused, and kept
+    with pytest.raises(ValueError, match=r"kept\.npz exists and is not a directory"):
+        clf.save(tmp_path / "kept.npz")
+    assert (tmp_path / "kept.npz").read_bytes() == b"old"
+    npz, sidecar = clf.save(tmp_path / "out")
+    assert npz.endswith("classifier.npz") and sidecar.endswith("classifier.json")
+
+
+def test_random_weights_warning_names_the_arch_in_use(capsys):
+    from minidl.vision.classifier import resolve_weights
+
+    assert resolve_weights("random", arch="resnet18")[1] == "random-resnet18-seed0"
+    err = capsys.readouterr().err
+    assert "resnet18 runs on RANDOM weights" in err and "ResNet-50" not in err
+    resolve_weights("random")
+    assert "ResNet-50 runs on RANDOM weights" in capsys.readouterr().err

@@ -709,3 +709,182 @@ def test_lowrank_poisson_binomial_parity():
             mine = got
     np.testing.assert_allclose(mine[0][:2], got[0][:2], rtol=1e-6)
     assert mine[0].shape == got[0].shape and mine[1:] == got[1:]
+# ---- norms without an identity over an empty dim ----------------------------------------------
+
+INF, NAN = float("inf"), float("nan")
+
+
+def test_vector_norm_of_negative_or_inf_order_over_an_empty_dim_is_refused():
+    for p in (-1, INF, -INF, -0.5):
+        with pytest.raises(RuntimeError, match="empty"):
+            minidl.linalg.vector_norm(minidl.zeros(0), p)
+        with pytest.raises(RuntimeError, match="empty"):
+            minidl.zeros(2, 0).norm(p=p, dim=1)
+    for p in (2, 1, 0, 3.5):
+        assert minidl.linalg.vector_norm(minidl.zeros(0), p).item() == 0.0
+    assert minidl.zeros(0, 3).norm(p=INF, dim=1).shape == (0,)
+
+
+def test_vector_norm_empty_parity():
+    torch = pytest.importorskip("torch")
+    for p in (-1, INF, 2, 0):
+        try:
+            theirs = torch.linalg.vector_norm(torch.zeros(0), p)
+        except RuntimeError:
+            with pytest.raises(RuntimeError):
+                minidl.linalg.vector_norm(minidl.zeros(0), p)
+            continue
+        assert minidl.linalg.vector_norm(minidl.zeros(0), p).item() == theirs.item()
+
+
+# ---- linalg -----------------------------------------------------------------------------------
+
+_rng_edge = np.random.default_rng(20261207)
+
+
+def _t64_edge(a, grad=False):
+    return minidl.tensor(np.asarray(a, dtype=np.float64), dtype=np.float64, requires_grad=grad)
+
+
+def i32(values):
+    return minidl.tensor(np.asarray(values, dtype=np.int32), dtype=np.int32)
+
+
+@pytest.mark.parametrize("pivots, what", [([5, 5, 5, 5], "smaller or equal"),
+                                          ([0, 0, 0, 0], "greater or equal")])
+def test_lu_solve_refuses_pivots_out_of_range(pivots, what):
+    """linalg.lu_solve checked only the pivots' dtype and shape: pivots above n raised a bare
+    IndexError from the permutation, and pivots of 0 were taken as -1 (the last row) and gave
+    a wrong solution silently. torch refuses both with its message."""
+    A = _t64_edge(_rng_edge.standard_normal((4, 4)))
+    LU, _ = minidl.linalg.lu_factor(A)
+    with pytest.raises(ValueError, match=what):
+        minidl.linalg.lu_solve(LU, i32(pivots), _t64_edge(np.ones((4, 1))))
+
+
+def test_cholesky_ex_reports_nan_in_info():
+    """linalg.cholesky_ex gave info = 0 for a matrix with NaN (NumPy's factor just carries the
+    NaN), so check_errors=True did not raise either; LAPACK's potrf (torch) stops at the NaN
+    pivot and reports its order."""
+    a = np.array([[[4.0, 0.0], [0.0, np.nan]], [[4.0, 1.0], [1.0, 3.0]], [[np.nan, 0], [0, 1.0]]])
+    L, info = minidl.linalg.cholesky_ex(_t64_edge(a))
+    assert info.numpy().tolist() == [2, 0, 1]
+    np.testing.assert_allclose(L.numpy()[1], np.linalg.cholesky(a[1]))
+    assert L.numpy()[0, 0, 0] == 2.0
+    with pytest.raises(minidl.linalg.LinAlgError, match=r"Batch element 0.*order 2"):
+        minidl.linalg.cholesky_ex(_t64_edge(a), check_errors=True)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.bool_])
+def test_vecdot_refuses_non_floating(dtype):
+    """linalg.vecdot summed integer and bool tensors; torch's takes only floating point and
+    complex tensors ("Expected a floating point or complex tensor as input")."""
+    x = minidl.tensor(np.ones(3, dtype=dtype), dtype=dtype)
+    with pytest.raises(TypeError, match="floating point or complex"):
+        minidl.linalg.vecdot(x, x)
+
+
+def test_vecdot_conjugates_complex_x():
+    """linalg.vecdot of complex tensors summed x * y; torch's is sum(conj(x) * y) along dim (so
+    vecdot(x, x) is the squared norm, real), with the matching gradients."""
+    x = np.array([[1 + 2j, 3 - 1j], [0.5j, 2.0]])
+    y = np.array([2 - 1j, 1 + 1j])
+    xt = minidl.tensor(x, dtype=np.complex128, requires_grad=True)
+    yt = minidl.tensor(y, dtype=np.complex128, requires_grad=True)
+    out = minidl.linalg.vecdot(xt, yt)
+    np.testing.assert_allclose(out.detach().numpy(), (np.conj(x) * y).sum(-1), rtol=1e-15)
+    np.testing.assert_allclose(minidl.linalg.vecdot(xt, xt).detach().numpy(),
+                               (np.abs(x) ** 2).sum(-1), rtol=1e-15)
+    # |vecdot|^2 = |v|^2 with v = sum(conj(x) y): d/dconj(y) = 2 x v (PyTorch's convention)
+    (out.abs() ** 2).sum().backward()
+    v = (np.conj(x) * y).sum(-1)
+    np.testing.assert_allclose(yt.grad.numpy(), (2 * x * v[:, None]).sum(0), rtol=1e-14)
+
+
+def test_matrix_exp_of_non_finite_matrices():
+    """linalg.matrix_exp crashed with OverflowError ("cannot convert float infinity to
+    integer") on a matrix with an inf, and a NaN anywhere in a batch switched off the scaling
+    for all its matrices; torch gives NaN for those matrices and the others as usual."""
+    big = _rng_edge.standard_normal((3, 3)) * 20
+    batch = np.stack([np.array([[np.inf, 0, 0], [0, 1, 0], [0, 0, 1.0]]), big,
+                      np.full((3, 3), np.nan)])
+    out = minidl.linalg.matrix_exp(_t64_edge(batch)).numpy()
+    assert np.isnan(out[0]).all() and np.isnan(out[2]).all()
+    alone = minidl.linalg.matrix_exp(_t64_edge(big)).numpy()
+    np.testing.assert_allclose(out[1], alone, rtol=1e-12)
+
+
+def test_householder_product_without_reflectors_stays_in_the_graph():
+    """linalg.householder_product with tau of length 0 returned a constant (requires_grad
+    False), so a loss on it could not be backpropagated; torch's output stays a function of
+    A and tau, with zero gradients."""
+    A = _t64_edge(_rng_edge.standard_normal((2, 4, 3)), grad=True)
+    tau = _t64_edge(np.zeros((2, 0)), grad=True)
+    q = minidl.linalg.householder_product(A, tau)
+    assert q.requires_grad
+    np.testing.assert_array_equal(q.numpy(), np.broadcast_to(np.eye(4, 3), (2, 4, 3)))
+    (q * q).sum().backward()
+    np.testing.assert_array_equal(A.grad.numpy(), 0)
+    assert tau.grad.shape == (2, 0)
+
+
+# ---- eig and eigvals of non-finite matrices ---------------------------------------------------
+
+def test_eig_and_eigvals_of_non_finite_matrices():
+    """linalg.eig of a matrix with an inf or NaN raised "The algorithm failed to converge"
+    (NumPy's refusal, misread), and linalg.eigvals raised too; torch's eig refuses with "input
+    tensor should not contain infs or NaNs" and its eigvals gives NaN eigenvalues for that
+    matrix (the others of the batch as usual)."""
+    for bad in (np.inf, np.nan):
+        batch = np.stack([np.array([[bad, 0.0], [0.0, 1.0]]), np.array([[2.0, 1.0], [0.0, 3.0]])])
+        with pytest.raises(minidl.linalg.LinAlgError, match="should not contain infs or NaNs"):
+            minidl.linalg.eig(_t64_edge(batch))
+        w = minidl.linalg.eigvals(_t64_edge(batch)).numpy()
+        assert np.isnan(w[0]).all()
+        np.testing.assert_allclose(np.sort(w[1].real), [2.0, 3.0])
+
+
+# ---- svd_lowrank, pca_lowrank -----------------------------------------------------------------
+
+def test_svd_lowrank_recovers_a_low_rank_matrix_and_has_gradients():
+    from minidl.testing import gradcheck
+
+    minidl.manual_seed(0)
+    A = minidl.randn(20, 4, dtype=minidl.float64) @ minidl.randn(4, 15, dtype=minidl.float64)
+    for matrix in (A, A.mT):
+        U, S, V = minidl.svd_lowrank(matrix, q=5)
+        assert U.shape == (matrix.shape[0], 5) and V.shape == (matrix.shape[1], 5)
+        np.testing.assert_allclose(((U * S) @ V.mT).numpy(), matrix.numpy(), atol=1e-10)
+        np.testing.assert_allclose(S.numpy()[:4], np.linalg.svd(matrix.numpy(),
+                                                                compute_uv=False)[:4], rtol=1e-10)
+        np.testing.assert_allclose((U.mT @ U).numpy(), np.eye(5), atol=1e-12)
+    U, S, V = minidl.pca_lowrank(A, q=4)
+    centred = A - A.mean(0, keepdim=True)
+    np.testing.assert_allclose(((U * S) @ V.mT).numpy(), centred.numpy(), atol=1e-10)
+    B = minidl.tensor(np.random.default_rng(2).normal(size=(6, 2)) @
+                      np.random.default_rng(3).normal(size=(2, 5)), dtype=minidl.float64,
+                      requires_grad=True)
+
+    def top_values(b):
+        minidl.manual_seed(5)
+        return minidl.svd_lowrank(b, q=2)[1]
+
+    assert gradcheck(top_values, (B,))
+    # q over min(m, n) gives all min(m, n) singular values, as torch's (its default q=6)
+    assert minidl.svd_lowrank(A, q=100)[1].shape == (min(A.shape[-2:]),)
+    with pytest.raises(ValueError, match="q must be"):
+        minidl.svd_lowrank(A, q=-2)
+    with pytest.raises(ValueError, match="q"):
+        minidl.pca_lowrank(A, q=-1)
+
+
+def test_lowrank_matches_torch():
+    torch = pytest.importorskip("torch")
+    minidl.manual_seed(0)
+    A = minidl.randn(30, 3, dtype=minidl.float64) @ minidl.randn(3, 12, dtype=minidl.float64)
+    _, S, _ = minidl.pca_lowrank(A, q=3)
+    _, St, _ = torch.pca_lowrank(torch.tensor(A.numpy()), q=3)
+    np.testing.assert_allclose(S.numpy(), St.numpy(), rtol=1e-10)
+    _, S, _ = minidl.svd_lowrank(A, q=3, niter=0)
+    _, St, _ = torch.svd_lowrank(torch.tensor(A.numpy()), q=3, niter=0)
+    np.testing.assert_allclose(S.numpy(), St.numpy(), rtol=1e-10)

@@ -346,3 +346,61 @@ def test_multihead_attention_weights_for_nested_input(kwargs):
     if mw is not None:
         assert mw[0] is tw[0] is False and mw[1].shape == tw[1].shape
         np.testing.assert_allclose(mw[1], tw[1], rtol=1e-10, atol=1e-12)
+
+
+# ---- minidl.nested ----------------------------------------------------------------------------
+
+def _jagged(parts, requires_grad=False):
+    return minidl.nested.nested_tensor([minidl.tensor(np.asarray(p), dtype=minidl.float64)
+                                        for p in parts], layout=minidl.jagged,
+                                       requires_grad=requires_grad)
+
+
+def test_jagged_attention_takes_an_empty_sequence():
+    """scaled_dot_product_attention of jagged q/k/v with an empty sequence raised NumPy's
+    "zero-size array to reduction operation maximum" (the dense attention's softmax over no
+    key); torch gives an empty output for that sequence (and zeros for queries with no key)."""
+    rng = np.random.default_rng(0)
+    parts = [rng.standard_normal((2, 3)), np.zeros((0, 3))]
+
+    def heads(nt):
+        return nt.unflatten(-1, (1, 3)).transpose(1, 2)
+
+    q = _jagged(parts, requires_grad=True)
+    out = minidl.nn.functional.scaled_dot_product_attention(heads(q), heads(q), heads(q))
+    first, empty = out.unbind()
+    assert tuple(empty.shape) == (1, 0, 3)
+    s = parts[0] @ parts[0].T / np.sqrt(3)
+    w = np.exp(s - s.max(-1, keepdims=True))
+    np.testing.assert_allclose(first.detach().numpy()[0], (w / w.sum(-1, keepdims=True))
+                               @ parts[0], rtol=1e-12)
+    # the dense op: no key for two queries gives zeros, as torch's
+    dense = minidl.nn.functional.scaled_dot_product_attention(
+        minidl.ones(1, 2, 3), minidl.zeros(1, 0, 3), minidl.zeros(1, 0, 3))
+    np.testing.assert_array_equal(dense.numpy(), np.zeros((1, 2, 3)))
+
+
+def test_jagged_cat_of_two_constructions_with_equal_lengths():
+    """cat along a regular dim of two jagged tensors built separately with the same lengths
+    was refused ("share a structure only when they share offsets"); torch joins them."""
+    rng = np.random.default_rng(1)
+    parts = [rng.standard_normal((2, 3)), rng.standard_normal((4, 3))]
+    a = _jagged(parts, requires_grad=True)
+    b = _jagged([p * 2 for p in parts])
+    out = minidl.cat([a, b], dim=-1)
+    for got, p in zip(out.unbind(), parts):
+        np.testing.assert_allclose(got.detach().numpy(), np.concatenate([p, p * 2], -1))
+    with pytest.raises(RuntimeError, match="offsets"):  # other lengths are still refused
+        minidl.cat([a, _jagged([parts[1], parts[0]])], dim=-1)
+
+
+def test_strided_to_padded_tensor_pads_a_larger_batch():
+    """to_padded_tensor of a strided nested tensor refused an output_size whose batch entry is
+    larger than the batch ("less than NestedTensor padded size"); torch pads whole rows."""
+    nt = minidl.nested.nested_tensor([minidl.ones(2, 3), minidl.ones(0, 3)])
+    out = minidl.nested.to_padded_tensor(nt, -1.0, output_size=(3, 4, 5))
+    expect = np.full((3, 4, 5), -1.0, np.float32)
+    expect[0, :2, :3] = 1.0
+    np.testing.assert_array_equal(out.numpy(), expect)
+    with pytest.raises(RuntimeError, match="less than"):
+        minidl.nested.to_padded_tensor(nt, 0.0, output_size=(1, 4, 5))

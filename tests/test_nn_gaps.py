@@ -714,3 +714,15 @@ def test_nn_parameter_module_and_conv_tbc():
     m = F.conv_tbc(*(minidl.tensor(a, dtype="float64") for a in (x, w, b)), 1)
     np.testing.assert_allclose(m.numpy(), t.numpy(), rtol=1e-10)
     assert F.native_channel_shuffle is F.channel_shuffle
+
+
+# ---- AdaptiveLogSoftmaxWithLoss.log_prob / predict name an input of the wrong rank ------------
+
+def test_adaptive_log_softmax_log_prob_and_predict_name_a_wrong_rank():
+    m = nn.AdaptiveLogSoftmaxWithLoss(6, 10, [3, 6])
+    with pytest.raises(ValueError, match=r"log_prob: expected a 2-D input .*\(2, 3, 6\)"):
+        m.log_prob(minidl.randn(2, 3, 6))  # was numpy's "index 3 is out of bounds"
+    with pytest.raises(ValueError, match="predict: expected a 2-D input"):
+        m.predict(minidl.randn(6))
+    assert m.log_prob(minidl.randn(4, 6)).shape == (4, 10)
+    assert m.predict(minidl.randn(4, 6)).shape == (4,)

@@ -844,3 +844,98 @@ def test_registration_hooks_match_torch():
 def test_registration_hook_must_be_callable():
     with pytest.raises(TypeError, match="callable"):
         minidl.nn.modules.module.register_module_buffer_registration_hook(3)
+# ---- global module registration hooks ---------------------------------------------------------
+
+def test_a_raising_buffer_registration_hook_leaves_the_module_unchanged():
+    """register_buffer marked the name as a buffer before running the global hooks, so a hook
+    that raised left a name that was no buffer but refused a plain attribute afterwards."""
+    def refuse(module, name, value):
+        raise ValueError("no buffers here")
+
+    handle = nn.modules.module.register_module_buffer_registration_hook(refuse)
+    m = nn.Module()
+    try:
+        with pytest.raises(ValueError, match="no buffers here"):
+            m.register_buffer("stat", minidl.zeros(2))
+    finally:
+        handle.remove()
+    assert dict(m.named_buffers()) == {}
+    m.stat = 3  # a plain attribute, as in torch
+    assert m.stat == 3 and "stat" not in m.state_dict()
+
+
+# ---- global module registration hooks: renumbering a ModuleList -------------------------------
+
+@pytest.mark.parametrize("move", ["insert", "del"])
+def test_renumbering_a_module_list_fires_no_registration_hook(move):
+    """ModuleList/Sequential insert and del renumbered the children through add_module, so the
+    global module registration hook fired for every child moved (ModuleList.insert(0, m) on two
+    children: three calls); torch renames them in place and fires none."""
+    calls = []
+    handle = nn.modules.module.register_module_module_registration_hook(
+        lambda module, name, value: calls.append(name))
+    try:
+        for box in (nn.ModuleList([nn.ReLU(), nn.Tanh()]), nn.Sequential(nn.ReLU(), nn.Tanh())):
+            calls.clear()
+            if move == "insert":
+                box.insert(0, nn.Sigmoid())
+                assert [type(m).__name__ for m in box] == ["Sigmoid", "ReLU", "Tanh"]
+            else:
+                del box[0]
+                assert [type(m).__name__ for m in box] == ["Tanh"]
+            assert calls == []
+            assert list(box._modules) == [str(i) for i in range(len(box))]
+    finally:
+        handle.remove()
+    with pytest.raises(TypeError, match="not a Module subclass"):
+        nn.ModuleList([nn.ReLU()]).insert(0, 3)
+
+
+# ---- misuse: load_state_dict of a value that is not an array names the key --------------------
+
+@pytest.mark.parametrize("value", ["abc", None, {"x": 1}])
+def test_load_state_dict_non_array_value_names_the_key(value):
+    model = minidl.nn.Linear(2, 3)
+    state = dict(model.state_dict())
+    state["bias"] = value
+    before = model.weight.numpy().copy()
+    with pytest.raises(TypeError, match=r"parameter named 'bias'") as info:
+        model.load_state_dict(state)
+    assert isinstance(info.value, RuntimeError)  # torch's type
+    np.testing.assert_array_equal(model.weight.numpy(), before)  # nothing half-loaded
+
+
+def test_load_state_dict_torch_tensors_and_lists_still_load():
+    torch = pytest.importorskip("torch")
+    src = torch.nn.Linear(2, 3)
+    model = minidl.nn.Linear(2, 3)
+    model.load_state_dict(src.state_dict())
+    np.testing.assert_allclose(model.weight.numpy(), src.weight.detach().numpy())
+    model.load_state_dict({"weight": src.weight.detach().numpy(), "bias": [1.0, 2.0, 3.0]})
+    assert model.bias.tolist() == [1.0, 2.0, 3.0]
+
+
+# ---- utils.hooks.RemovableHandle is the modules' hook handle ----------------------------------
+
+def test_hook_handle_is_the_modules_one():
+    model = minidl.nn.Linear(2, 2)
+    handle = model.register_forward_hook(lambda m, i, o: None)
+    assert isinstance(handle, minidl.utils.hooks.RemovableHandle)
+
+
+# ---- nn.DataParallel on one device ------------------------------------------------------------
+
+def test_data_parallel_on_one_device_matches_torch():
+    torch = pytest.importorskip("torch")
+    minidl.manual_seed(0)
+    ours = minidl.nn.DataParallel(minidl.nn.Linear(3, 2))
+    theirs = torch.nn.DataParallel(torch.nn.Linear(3, 2))
+    assert list(ours.state_dict()) == list(theirs.state_dict()) == ["module.weight",
+                                                                    "module.bias"]
+    theirs.load_state_dict({k: torch.from_numpy(v.numpy()) for k, v in ours.state_dict().items()})
+    x = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+    np.testing.assert_allclose(ours(minidl.tensor(x)).detach().numpy(),
+                               theirs(torch.from_numpy(x)).detach().numpy(), rtol=1e-6)
+    assert isinstance(ours.module, minidl.nn.Linear)
+    with pytest.raises(ValueError, match="one GPU per process"):
+        minidl.nn.DataParallel(minidl.nn.Linear(3, 2), device_ids=[0, 1])

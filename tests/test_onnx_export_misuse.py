@@ -104,3 +104,22 @@ def test_onnx_export_arguments_and_files_as_torch(tmp_path):
     with pytest.raises(onnx_.OnnxExporterError, match="returned a NoneType"):
         onnx_.export(Nothing(), (x,), tmp_path / "n.onnx")
     assert m.training and not (tmp_path / "p.onnx").exists()
+# ---- pools with return_indices=True are refused by name ---------------------------------------
+
+@pytest.mark.parametrize("pool, shape", [
+    (lambda: minidl.nn.MaxPool2d(2, return_indices=True), (1, 2, 4, 4)),
+    (lambda: minidl.nn.MaxPool2d(2, return_indices=True), (2, 4, 4)),
+    (lambda: minidl.nn.MaxPool1d(2, return_indices=True), (1, 2, 4)),
+    (lambda: minidl.nn.AdaptiveMaxPool2d(2, return_indices=True), (1, 2, 4, 4)),
+])
+def test_onnx_export_refuses_pool_indices_by_name(pool, shape, tmp_path):
+    """Exporting nn.MaxPool2d(return_indices=True) failed with "output 1 ... was not made by a
+    recorded op" (and unbatched input with a Reshape complaint) instead of the refusal by name
+    that docs/onnx.md promises."""
+    pytest.importorskip("onnx")
+    import minidl.onnx
+
+    with pytest.raises(minidl.onnx.UnsupportedOperatorError,
+                       match="not supported for return_indices=True"):
+        minidl.onnx.export(pool(), (minidl.randn(*shape),), str(tmp_path / "m.onnx"))
+    assert not (tmp_path / "m.onnx").exists()

@@ -570,3 +570,54 @@ def test_epoch_argument_warns_after_the_step_order_warning_as_torch():
         messages[fw] = [str(w.message)[:40] for w in caught]
     assert messages[minidl] == messages[torch]
     assert len(messages[torch]) == 2
+# ---- Adam / AdamW with Tensor betas and lr ----------------------------------------------------
+
+@pytest.mark.parametrize("name", ["Adam", "AdamW"])
+def test_adam_takes_tensor_betas_and_lr(name):
+    """Adam/AdamW refused betas (and lr) given as Tensors ("must be a number"); torch 2.13
+    takes 1-element Tensors, refusing them only with foreach=True (capturable=False) or when
+    they hold more than one element, or when the betas mix a float and a Tensor."""
+    opt_cls = getattr(minidl.optim, name)
+    w0 = np.array([0.5, -1.0, 2.0], np.float32)
+    g = np.array([0.1, 0.2, -0.3], np.float32)
+    results = []
+    for betas, lr in (((0.9, 0.999), 0.01),
+                      ((minidl.tensor(0.9), minidl.tensor(0.999)), minidl.tensor(0.01))):
+        p = minidl.nn.Parameter(minidl.tensor(w0))
+        opt = opt_cls([p], lr=lr, betas=betas)
+        for _ in range(3):
+            p.grad = minidl.tensor(g)
+            opt.step()
+        results.append(p.detach().numpy())
+    np.testing.assert_array_equal(results[0], results[1])
+    p = minidl.nn.Parameter(minidl.tensor(w0))
+    tb = (minidl.tensor(0.9), minidl.tensor(0.999))
+    with pytest.raises(ValueError, match="betas\\[0\\] as a Tensor is not supported for "
+                                         "capturable=False and foreach=True"):
+        opt_cls([p], betas=tb, foreach=True)
+    with pytest.raises(ValueError, match="lr as a Tensor is not supported"):
+        opt_cls([p], lr=minidl.tensor(0.01), foreach=True)
+    with pytest.raises(ValueError, match="Tensor betas\\[0\\] must be 1-element"):
+        opt_cls([p], betas=(minidl.tensor([0.9, 0.9]), minidl.tensor(0.999)))
+    with pytest.raises(ValueError, match="both floats or both Tensors"):
+        opt_cls([p], betas=(0.9, minidl.tensor(0.999)))
+    with pytest.raises(ValueError, match="betas\\[1\\] must be in \\[0, 1\\)"):
+        opt_cls([p], betas=(minidl.tensor(0.9), minidl.tensor(1.5)))
+
+
+def test_adam_tensor_betas_parity():
+    """Adam with Tensor betas and lr takes torch's steps."""
+    torch = pytest.importorskip("torch")
+    w0 = np.array([0.5, -1.0, 2.0], np.float32)
+    g = np.array([0.1, 0.2, -0.3], np.float32)
+    pt = torch.nn.Parameter(torch.tensor(w0))
+    pm = minidl.nn.Parameter(minidl.tensor(w0))
+    ot = torch.optim.AdamW([pt], lr=torch.tensor(0.01),
+                           betas=(torch.tensor(0.9), torch.tensor(0.99)))
+    om = minidl.optim.AdamW([pm], lr=minidl.tensor(0.01),
+                            betas=(minidl.tensor(0.9), minidl.tensor(0.99)))
+    for _ in range(3):
+        pt.grad, pm.grad = torch.tensor(g), minidl.tensor(g)
+        ot.step()
+        om.step()
+    np.testing.assert_allclose(pm.detach().numpy(), pt.detach().numpy(), rtol=1e-6, atol=1e-7)

@@ -617,3 +617,89 @@ def test_sgd_without_momentum_keeps_no_state_as_torch():
     topt.step()
     assert topt.state_dict()["state"] == {}
     opt.load_state_dict(topt.state_dict())  # and torch's loads
+
+
+# ---- lr schedulers ----------------------------------------------------------------------------
+
+def test_sequential_lr_refuses_milestones_out_of_order_before_changing_the_lr():
+    opt = minidl.optim.SGD([nn.Parameter(minidl.ones(1))], lr=0.1)
+    sched = minidl.optim.lr_scheduler
+    parts = [sched.ConstantLR(opt, factor=0.5, total_iters=2), sched.StepLR(opt, 2),
+             sched.ExponentialLR(opt, 0.9)]
+    lr = opt.param_groups[0]["lr"]
+    with pytest.raises(ValueError, match=r"increasing order, got \[4, 2\]"):
+        sched.SequentialLR(opt, parts, milestones=[4, 2])
+    assert opt.param_groups[0]["lr"] == lr
+    good = sched.SequentialLR(opt, parts, milestones=[2, 4])
+    state = good.state_dict()
+    state["_milestones"] = [4, 2]
+    with pytest.raises(ValueError, match="increasing order"):
+        good.load_state_dict(state)
+    assert good._milestones == [2, 4]
+
+
+# ---- lr schedulers: a param group added after the scheduler -----------------------------------
+
+def test_a_scheduler_refuses_a_group_added_after_it_instead_of_leaving_it_unscheduled():
+    sched = minidl.optim.lr_scheduler
+    for make in (lambda o: sched.LambdaLR(o, lambda e: 0.5 ** e),
+                 lambda o: sched.MultiplicativeLR(o, lambda e: 0.5)):
+        opt = minidl.optim.SGD([nn.Parameter(minidl.ones(1))], lr=0.1)
+        s = make(opt)
+        opt.add_param_group({"params": [nn.Parameter(minidl.ones(1))], "lr": 0.5})
+        opt.step()
+        epoch, count = s.last_epoch, s._step_count
+        with pytest.raises(ValueError, match="2 parameter groups.*lrs for 1"):
+            s.step()
+        assert (s.last_epoch, s._step_count) == (epoch, count)
+        assert [g["lr"] for g in opt.param_groups] == [0.1, 0.5]
+    # a multiplicative schedule that needs no base lr keeps working, as torch's
+    opt = minidl.optim.SGD([nn.Parameter(minidl.ones(1))], lr=0.1)
+    s = sched.StepLR(opt, 1, 0.5)
+    opt.add_param_group({"params": [nn.Parameter(minidl.ones(1))], "lr": 0.5})
+    opt.step()
+    s.step()
+    assert [g["lr"] for g in opt.param_groups] == [0.05, 0.25]
+
+
+# ---- misuse: optimizer.load_state_dict of malformed state -------------------------------------
+
+def _stepped(name, **kw):
+    p = minidl.nn.Parameter(minidl.ones(3))
+    opt = getattr(minidl.optim, name)([p], lr=0.1, **kw)
+    (p * 2).sum().backward()
+    opt.step()
+    return opt
+
+
+@pytest.mark.parametrize("field, value, named", [
+    ("state", [1], r"'state' must be a dict .* got list \[1\]"),
+    ("param_groups", 5, r"'param_groups' must be a list of dicts, got int 5"),
+    ("param_groups", [5], r"'param_groups' must be a list of dicts, got list \[5\]"),
+])
+def test_optimizer_load_state_dict_malformed_fields_named(field, value, named):
+    opt = _stepped("Adam")
+    sd = opt.state_dict()
+    sd[field] = value
+    with pytest.raises(TypeError, match=named):  # was an AttributeError from inside
+        opt.load_state_dict(sd)
+
+
+def test_optimizer_load_state_dict_per_parameter_state_not_a_dict():
+    opt = _stepped("Adam")
+    sd = opt.state_dict()
+    sd["state"][0] = 3.0
+    with pytest.raises(TypeError, match=r"state 0 must be a dict \{name: value\}, got float"):
+        opt.load_state_dict(sd)
+
+
+def test_sgd_loads_a_none_momentum_buffer_as_torch_does():
+    opt = _stepped("SGD", momentum=0.9)
+    sd = opt.state_dict()
+    sd["state"][0]["momentum_buffer"] = None  # torch: no buffer yet
+    opt.load_state_dict(sd)
+    p = opt.param_groups[0]["params"][0]
+    p.grad = minidl.ones(3)
+    opt.step()  # a fresh buffer: the plain gradient step
+    np.testing.assert_allclose(p.numpy(), np.full(3, 0.8 - 0.1, np.float32), rtol=1e-6)
+    assert opt.state_dict()["state"][0]["momentum_buffer"].tolist() == [1.0, 1.0, 1.0]

@@ -804,3 +804,47 @@ def test_a_copied_optimizer_keeps_its_state_for_the_copied_parameters(how):
         m(minidl.ones(4, 2)).sum().backward()
         o.step()
     np.testing.assert_array_equal(model2[0].weight.numpy(), model[0].weight.numpy())
+# ---- misuse: swa_utils' AveragedModel and update_bn -------------------------------------------
+
+def test_averaged_model_of_another_architecture_names_the_parameter():
+    from minidl.optim.swa_utils import AveragedModel
+
+    avg = AveragedModel(minidl.nn.Linear(2, 2))
+    before = avg.module.weight.numpy().copy()
+    with pytest.raises(ValueError, match=r"weight has shape \(2, 3\) in the model, \(2, 2\) in "
+                                         r"the averaged copy"):
+        avg.update_parameters(minidl.nn.Linear(3, 2))
+    np.testing.assert_array_equal(avg.module.weight.numpy(), before)
+    assert int(avg.n_averaged.item()) == 0
+
+
+def test_averaged_model_refuses_a_model_with_more_parameters():
+    from minidl.optim.swa_utils import AveragedModel
+
+    nn = minidl.nn
+    avg = AveragedModel(nn.Sequential(nn.Linear(2, 2)))
+    with pytest.raises(ValueError, match="the model has 4 parameters, the averaged copy 2"):
+        avg.update_parameters(nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2)))
+
+
+def test_averaged_model_buffer_mismatch_checked_before_any_write():
+    from minidl.optim.swa_utils import AveragedModel
+
+    nn = minidl.nn
+    avg = AveragedModel(nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)))
+    other = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(3))
+    other[1].weight = nn.Parameter(minidl.ones(2))  # same parameters, other buffers
+    other[1].bias = nn.Parameter(minidl.zeros(2))
+    before = avg.module[0].weight.numpy().copy()
+    with pytest.raises(ValueError, match=r"buffer 1.running_mean has shape \(3,\)"):
+        avg.update_parameters(other)
+    np.testing.assert_array_equal(avg.module[0].weight.numpy(), before)
+
+
+def test_update_bn_over_a_loader_of_dicts_is_a_type_error():
+    from minidl.optim.swa_utils import update_bn
+
+    nn = minidl.nn
+    model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    with pytest.raises(TypeError, match="must be Tensor, not dict"):  # was an AttributeError
+        update_bn([{"x": minidl.ones(3, 2)}], model)

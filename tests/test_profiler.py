@@ -588,3 +588,57 @@ def test_legacy_profiler_is_not_reentrant_as_torch():
         with prof:
             minidl.ones(2) * 2
     assert first > 0 and len(prof.function_events) == first
+# ---- misuse: results before a finished recording, export paths --------------------------------
+
+def test_profiler_results_before_a_finished_recording_are_refused(tmp_path):
+    from minidl import profiler
+
+    prof = profiler.profile()
+    with pytest.raises(AssertionError, match=r"export_chrome_trace\(\) has no finished "
+                                             r"recording; it has not run") as info:
+        prof.export_chrome_trace(tmp_path / "t.json")  # was: an empty trace, silently
+    assert isinstance(info.value, RuntimeError)
+    with pytest.raises(AssertionError, match=r"key_averages\(\) has no finished recording"):
+        prof.key_averages()
+    prof.start()
+    try:
+        minidl.ones(2) + 1
+        with pytest.raises(RuntimeError, match="still recording: call it after stop"):
+            prof.export_chrome_trace(tmp_path / "t.json")
+    finally:
+        prof.stop()
+    assert not (tmp_path / "t.json").exists()
+    prof.export_chrome_trace(tmp_path / "t.json")  # after stop: the trace
+    assert b"traceEvents" in (tmp_path / "t.json").read_bytes()
+    assert len(prof.events()) >= 1
+
+
+def test_profiler_export_names_a_missing_folder_or_a_directory(tmp_path):
+    from minidl import profiler
+
+    with profiler.profile() as prof:
+        minidl.ones(2) + 1
+    with pytest.raises(FileNotFoundError, match=r"the folder .*nodir does not exist"):
+        prof.export_chrome_trace(tmp_path / "nodir" / "t.json")
+    with pytest.raises(IsADirectoryError, match="is a directory; give a file path"):
+        prof.export_chrome_trace(tmp_path)
+    with pytest.raises(TypeError, match="export_chrome_trace: path must be a str"):
+        prof.export_chrome_trace(None)
+    prof.export_chrome_trace(tmp_path / "t.json.gz")
+    import gzip
+    import json
+
+    assert "traceEvents" in json.loads(gzip.decompress((tmp_path / "t.json.gz").read_bytes()))
+    assert [p.name for p in tmp_path.iterdir()] == ["t.json.gz"]  # no temporary left behind
+
+
+@pytest.mark.filterwarnings("ignore:Profiler won't be using warmup")
+def test_profiler_export_from_on_trace_ready_still_works(tmp_path):
+    from minidl import profiler
+
+    out = tmp_path / "cycle.json"
+    with profiler.profile(schedule=profiler.schedule(wait=0, warmup=0, active=1),
+                          on_trace_ready=lambda p: p.export_chrome_trace(out)) as prof:
+        minidl.ones(2) + 1
+        prof.step()
+    assert b"traceEvents" in out.read_bytes()

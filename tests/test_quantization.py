@@ -1,11 +1,14 @@
 """minidl.ao.quantization: quantized tensors (rounding as torch's, to the bit), fake
 quantization and its straight-through gradient, observers and their qparams, FakeQuantize,
 the default qconfigs, and dynamic quantization of Linear layers."""
+import warnings
+
 import numpy as np
 import pytest
 
 import minidl
 import minidl.nn as nn
+from minidl.ao import quantization as mq
 from minidl.ao import quantization as tq
 from minidl.ao.nn.quantized.dynamic import choose_qparams
 
@@ -767,3 +770,245 @@ def test_quantized_item_and_stride_as_torchs():
     for q in (ours, theirs):
         with pytest.raises(RuntimeError, match="a Tensor with 6 elements cannot be converted"):
             q.item()
+# ---- quantization observers and fake quant ----------------------------------------------------
+
+def _two_linears():
+    minidl.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, 2), nn.Sequential(nn.Linear(2, 2)))
+
+
+def _quantized(module):
+    return "quantized" in type(module).__module__
+
+
+def test_observers_keep_eps_as_a_buffer_as_torch():
+    obs = mq.MinMaxObserver(eps=0.5)
+    assert list(obs.state_dict()) == ["eps", "min_val", "max_val"]
+    assert obs.eps.numpy().tolist() == [0.5]
+    hist = mq.HistogramObserver(bins=8)
+    assert list(hist.state_dict()) == ["eps", "histogram", "min_val", "max_val"]
+    # a loaded eps is the one used
+    obs = mq.MinMaxObserver()
+    obs(minidl.tensor([0.0, 0.0]))
+    obs.load_state_dict({"eps": np.array([0.25], np.float32), "min_val": np.float32(0),
+                         "max_val": np.float32(0)})
+    assert obs.calculate_qparams()[0].item() == 0.25
+
+
+def test_observer_state_dicts_load_both_ways_with_torch():
+    torch = pytest.importorskip("torch")
+    from torch.ao import quantization as tq
+
+    x = np.linspace(-2, 3, 24, dtype=np.float32).reshape(4, 6)
+    t_fq = tq.default_per_channel_weight_fake_quant()
+    t_fq(torch.tensor(x))
+    m_fq = mq.default_per_channel_weight_fake_quant()
+    m_fq.load_state_dict({k: v.numpy() for k, v in t_fq.state_dict().items()})
+    m_fq.disable_observer()
+    t_fq.disable_observer()
+    np.testing.assert_array_equal(m_fq(minidl.tensor(x)).numpy(), t_fq(torch.tensor(x)).numpy())
+    back = tq.default_per_channel_weight_fake_quant()
+    back.load_state_dict({k: torch.tensor(v.numpy()) for k, v in m_fq.state_dict().items()})
+    np.testing.assert_array_equal(back.scale.numpy(), t_fq.scale.numpy())
+
+
+def test_per_channel_observer_and_fake_quant_load_into_fresh_ones():
+    x = minidl.tensor(np.linspace(-2, 3, 24, dtype=np.float32).reshape(4, 6))
+    fq = mq.default_per_channel_weight_fake_quant()
+    fq(x)
+    fresh = mq.default_per_channel_weight_fake_quant()
+    fresh.load_state_dict(fq.state_dict())
+    assert fresh.scale.shape == (4,) and fresh.activation_post_process.min_val.shape == (4,)
+    fresh.disable_observer()
+    fq.disable_observer()
+    np.testing.assert_array_equal(fresh(x).numpy(), fq(x).numpy())
+    obs = mq.PerChannelMinMaxObserver(ch_axis=1)
+    obs(x)
+    again = mq.PerChannelMinMaxObserver(ch_axis=1)
+    again.load_state_dict(obs.state_dict())
+    np.testing.assert_array_equal(again.calculate_qparams()[0].numpy(),
+                                  obs.calculate_qparams()[0].numpy())
+    # a per-tensor observer's min is a 0-d buffer: a (4,) one is still refused
+    with pytest.raises(RuntimeError, match="min_val"):
+        mq.MinMaxObserver().load_state_dict({"eps": np.array([1e-7], np.float32),
+                                             "min_val": np.zeros(4, np.float32),
+                                             "max_val": np.zeros(4, np.float32)})
+
+
+def test_observed_nan_and_inf_reach_the_qparams_instead_of_the_defaults():
+    obs = mq.PerChannelMinMaxObserver(ch_axis=1)
+    obs(minidl.tensor([[1.0, np.nan, 2.0]]))
+    scale, zp = obs.calculate_qparams()
+    assert scale.shape == (3,) and np.isnan(scale.numpy()[1])
+    np.testing.assert_allclose(scale.numpy()[[0, 2]], [1.0 / 255, 2.0 / 255], rtol=1e-6)
+    obs = mq.MinMaxObserver()
+    obs(minidl.tensor([1.0, np.inf]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "must run observer" warning: it has run
+        scale, zp = obs.calculate_qparams()
+    assert scale.item() == np.inf and zp.item() == 0
+
+
+def test_observed_nan_and_inf_match_torch():
+    torch = pytest.importorskip("torch")
+    from torch.ao import quantization as tq
+
+    for data in ([1.0, np.nan, 2.0], [1.0, np.inf, 2.0], [-np.inf, 1.0]):
+        for name in ("MinMaxObserver", "MovingAverageMinMaxObserver"):
+            t_obs, m_obs = getattr(tq, name)(), getattr(mq, name)()
+            t_obs(torch.tensor(data))
+            m_obs(minidl.tensor(data))
+            (ts, tz), (ms, mz) = t_obs.calculate_qparams(), m_obs.calculate_qparams()
+            np.testing.assert_array_equal(ms.numpy(), ts.numpy())
+            np.testing.assert_array_equal(mz.numpy(), tz.numpy())
+
+
+def test_histogram_observer_refuses_nan_before_changing_its_histogram():
+    obs = mq.HistogramObserver(bins=8)
+    obs(minidl.tensor([0.0, 1.0, 2.0]))
+    before = {k: v.numpy().copy() for k, v in obs.state_dict().items()}
+    with pytest.raises(RuntimeError, match="NaN"):
+        obs(minidl.tensor([1.0, np.nan]))
+    for k, v in obs.state_dict().items():
+        np.testing.assert_array_equal(v.numpy(), before[k])
+
+
+def test_per_channel_observer_names_a_changed_channel_count_and_keeps_its_state():
+    obs = mq.PerChannelMinMaxObserver(ch_axis=1)
+    obs(minidl.tensor(np.ones((2, 6), np.float32)))
+    with pytest.raises(RuntimeError, match="3 channels along ch_axis 1.*has seen 6"):
+        obs(minidl.tensor(np.zeros((2, 3), np.float32)))
+    assert obs.min_val.shape == (6,) and obs.min_val.numpy().tolist() == [1.0] * 6
+    with pytest.raises(IndexError, match="ch_axis 1 is out of range"):
+        mq.PerChannelMinMaxObserver(ch_axis=1)(minidl.tensor([1.0, 2.0]))
+
+
+def test_per_channel_float_qparams_observer_gives_torchs_qparams():
+    # (this audit had it refused with a clear message; weight-only quantized embeddings, added
+    # later, need it: float scales and zero points per channel, as torch's)
+    x = np.random.default_rng(0).normal(size=(4, 6)).astype(np.float32)
+    m = mq.PerChannelMinMaxObserver(qscheme=minidl.per_channel_affine_float_qparams,
+                                    dtype=minidl.quint8, ch_axis=0)
+    m(minidl.tensor(x))
+    scale, zero_point = m.calculate_qparams()
+    assert zero_point.dtype == minidl.float32
+    torch = pytest.importorskip("torch")
+    o = torch.ao.quantization.PerChannelMinMaxObserver(
+        qscheme=torch.per_channel_affine_float_qparams, dtype=torch.quint8, ch_axis=0)
+    o(torch.tensor(x))
+    ts, tz = o.calculate_qparams()
+    np.testing.assert_allclose(scale.numpy(), ts.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(zero_point.numpy(), tz.numpy(), rtol=1e-6)
+
+
+# ---- quantize_dynamic -------------------------------------------------------------------------
+
+def test_quantize_dynamic_takes_submodule_names_and_dicts_as_torch():
+    q = mq.quantize_dynamic(_two_linears(), {"1"})
+    assert not _quantized(q[0]) and _quantized(q[1][0])
+    q = mq.quantize_dynamic(_two_linears(), {"0"})
+    assert _quantized(q[0]) and not _quantized(q[1][0])
+    q = mq.quantize_dynamic(_two_linears(), {nn.Linear: mq.default_dynamic_qconfig})
+    assert _quantized(q[0]) and _quantized(q[1][0])
+    q = mq.quantize_dynamic(_two_linears(), {nn.Sequential})  # a container's Linears
+    assert _quantized(q[0]) and _quantized(q[1][0])
+    q = mq.quantize_dynamic(_two_linears(), {"1": mq.default_dynamic_qconfig, nn.Linear: None})
+    assert not _quantized(q[0]) and not _quantized(q[1][0])
+    model = _two_linears()
+    model[0].qconfig = None  # a module's own qconfig wins
+    q = mq.quantize_dynamic(model, {nn.Linear})
+    assert not _quantized(q[0]) and _quantized(q[1][0])
+    with pytest.raises(ValueError, match=r"\['zz'\].*not submodules"):
+        mq.quantize_dynamic(_two_linears(), {"zz"})
+    with pytest.raises(NotImplementedError, match="ReLU"):
+        mq.quantize_dynamic(_two_linears(), {nn.ReLU})
+
+
+def test_quantize_dynamic_by_name_matches_torch():
+    torch = pytest.importorskip("torch")
+    from torch.ao import quantization as tq
+
+    torch.manual_seed(0)
+    t_model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Sequential(
+        torch.nn.Linear(2, 2)))
+    m_model = _two_linears()
+    m_model.load_state_dict({k: v.detach().numpy() for k, v in t_model.state_dict().items()})
+    x = np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t_q = tq.quantize_dynamic(t_model, {"1"})
+    m_q = mq.quantize_dynamic(m_model, {"1"})
+    np.testing.assert_allclose(m_q(minidl.tensor(x)).numpy(),
+                               t_q(torch.tensor(x)).detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+# ---- fake quantize of bfloat16 ----------------------------------------------------------------
+
+def test_fake_quantize_takes_bfloat16_as_a_floating_dtype():
+    x = minidl.tensor([[-1.3, 0.2, 2.55], [0.05, -0.7, 10.0]]).bfloat16().requires_grad_(True)
+    y = minidl.fake_quantize_per_tensor_affine(x, 0.1, 0, 0, 255)
+    assert y.dtype == minidl.bfloat16
+    (y.float() * minidl.arange(6.0).reshape(2, 3)).sum().backward()
+    assert x.grad.float().numpy().tolist() == [[0.0, 1.0, 2.0], [3.0, 0.0, 5.0]]
+    y = minidl.fake_quantize_per_channel_affine(x, minidl.tensor([0.1, 0.2, 0.3]),
+                                                minidl.tensor([0, 1, 2]), 1, 0, 255)
+    assert y.dtype == minidl.bfloat16
+    with pytest.raises(RuntimeError, match="expected a floating tensor, got dtype int64"):
+        minidl.fake_quantize_per_tensor_affine(minidl.tensor([1, 2]), 0.1, 0, 0, 255)
+
+
+def test_fake_quantize_bfloat16_matches_torch():
+    torch = pytest.importorskip("torch")
+    x = np.array([[-1.3, 0.2, 2.55], [0.05, -0.7, 10.0]], np.float32)
+    outs = [m.fake_quantize_per_tensor_affine(m.tensor(x).bfloat16(), 0.1, 3, 0, 255).float()
+            for m in (torch, minidl)]
+    np.testing.assert_array_equal(outs[1].numpy(), outs[0].numpy())
+
+
+# ---- per-channel observers: reset_min_max_vals ------------------------------------------------
+
+def test_per_channel_observers_reset_their_statistics_as_torch():
+    for cls in (mq.PerChannelMinMaxObserver, mq.MovingAveragePerChannelMinMaxObserver):
+        obs = cls(ch_axis=1)
+        obs(minidl.tensor([[5.0, -5.0, 1.0]]))
+        obs.reset_min_max_vals()
+        assert obs.min_val.shape == (0,)
+        obs(minidl.tensor([[0.5, -0.5]]))  # a new channel count is fine after a reset
+        assert obs.min_val.numpy().tolist() == [0.5, -0.5]
+
+
+# ---- prepare without any qconfig --------------------------------------------------------------
+
+def test_prepare_without_any_qconfig_warns_as_torch():
+    model = nn.Sequential(nn.Linear(2, 2))
+    for prepare in (mq.prepare, mq.prepare_qat):
+        with pytest.warns(UserWarning, match="None of the submodule got qconfig applied"):
+            prepare(model)
+    model.qconfig = mq.get_default_qconfig("x86")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mq.prepare(model)
+
+
+# ---- quantization: a per-channel activation observer ------------------------------------------
+
+def _rand(*shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+def test_convert_refuses_a_per_channel_activation_observer():
+    """A per-channel observer on activations (PerChannelMinMaxObserver as qconfig.activation)
+    converted silently: the QuantStub kept the first channel's scale and zero point for every
+    channel (and batch sizes other than the calibration's ran with them). torch fails there
+    (its converted scale is many numbers); minidl now refuses, naming the module and the
+    observer."""
+    aq = minidl.ao.quantization
+    stub = aq.QuantStub()
+    model = minidl.nn.Sequential(stub).eval()
+    model.qconfig = aq.QConfig(
+        activation=aq.PerChannelMinMaxObserver.with_args(dtype=minidl.quint8),
+        weight=aq.default_weight_observer)
+    prepared = aq.prepare(model)
+    prepared(minidl.tensor(_rand(2, 3).astype(np.float32)))
+    with pytest.raises(RuntimeError, match="QuantStub.*PerChannelMinMaxObserver.*per channel"):
+        aq.convert(prepared)

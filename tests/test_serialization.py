@@ -273,3 +273,86 @@ def test_torch_devices_in_a_torch_file_load_and_minidl_writes_torchs(tmp_path):
                 format="torch")
     theirs = torch.load(tmp_path / "m.pt")  # weights_only=True allows torch.device
     assert theirs == {"d": torch.device("cpu"), "e": torch.device("cuda", 1)}
+# ---- save refuses a NumPy structured array ----------------------------------------------------
+
+def test_save_refuses_a_structured_array_it_could_not_load_back(tmp_path):
+    record = np.zeros(2, dtype=[("a", "i4"), ("b", "f4")])
+    with pytest.raises(TypeError, match="'o' has dtype"):
+        minidl.save({"o": record}, tmp_path / "c.npz")
+    assert not (tmp_path / "c.npz").exists()
+    minidl.save({"o": np.ones(2, np.uint16)}, tmp_path / "c.npz")  # plain ones still load
+    assert minidl.load(tmp_path / "c.npz")["o"].tolist() == [1, 1]
+
+
+# ---- misuse: save into a missing folder or under a file, load of a directory, map_location ----
+
+def test_save_into_missing_folder_refused_before_writing(tmp_path):
+    target = tmp_path / "typo_dir" / "model.npz"
+    with pytest.raises(FileNotFoundError, match="typo_dir does not exist") as info:
+        minidl.save({"w": minidl.ones(2)}, target)
+    assert isinstance(info.value, RuntimeError)  # torch.save's type too
+    assert not (tmp_path / "typo_dir").exists()  # no folder made behind the user's back
+
+
+def test_save_under_a_file_names_the_file(tmp_path):
+    (tmp_path / "model.npz").write_bytes(b"x")
+    with pytest.raises(NotADirectoryError, match=r"model\.npz is a file, not a folder"):
+        minidl.save({"w": minidl.ones(2)}, tmp_path / "model.npz" / "inner.npz")
+    assert (tmp_path / "model.npz").read_bytes() == b"x"
+
+
+def test_load_directory_is_an_is_a_directory_error(tmp_path):
+    with pytest.raises(IsADirectoryError, match=str(tmp_path.name)):
+        minidl.load(tmp_path)
+
+
+def test_load_map_location_variants(tmp_path):
+    path = tmp_path / "m.npz"
+    minidl.save({"w": minidl.ones(2)}, path)
+    for where in ("cpu", minidl.device("cpu"), {"cuda:0": "cpu"}, {"cpu": "cpu"}):
+        assert minidl.load(path, map_location=where)["w"].device == "cpu"
+    seen = []
+    out = minidl.load(path, map_location=lambda t, loc: seen.append(loc) or t * 2)
+    assert seen == ["cpu"] and out["w"].tolist() == [2.0, 2.0]
+    assert minidl.load(path, map_location=lambda t, loc: None)["w"].tolist() == [1.0, 1.0]
+
+
+def test_load_bad_map_location_names_the_argument_not_the_file(tmp_path):
+    path = tmp_path / "m.npz"
+    minidl.save({"w": minidl.ones(2)}, path)
+    with pytest.raises(TypeError, match="map_location should be .* got int 3"):
+        minidl.load(path, map_location=3)
+    with pytest.raises(ValueError, match="map_location 'tpu' is not a device"):
+        minidl.load(path, map_location="tpu")
+    with pytest.raises(TypeError, match="map_location returned a str"):
+        minidl.load(path, map_location=lambda t, loc: "cpu")
+
+
+def test_save_load_of_a_file_object_works_and_a_non_path_is_a_clear_type_error(tmp_path):
+    # torch.save/torch.load take binary file objects; so do minidl's (tests/
+    # test_pytorch_examples_more.py checks buffers both ways against torch)
+    with open(tmp_path / "f.npz", "wb") as f:
+        minidl.save({"w": minidl.ones(1)}, f)
+    with open(tmp_path / "f.npz", "rb") as f:
+        assert minidl.load(f)["w"].tolist() == [1.0]
+    with pytest.raises(TypeError, match="path must be a str, os.PathLike or a binary file "
+                                        "object, got NoneType"):
+        minidl.load(None)
+
+
+# ---- load's map_location forms on the fake GPU ------------------------------------------------
+
+def test_load_map_location_forms_reach_the_fake_gpu(tmp_path, monkeypatch, host_kernels):
+    import _fake_gpu
+
+    _fake_gpu.install(monkeypatch, host_kernels)
+    path = tmp_path / "m.npz"
+    minidl.save({"w": minidl.ones(2), "n": 3}, path)
+    for where in ("cuda", {"cpu": "cuda:0"}, minidl.device("cuda")):
+        out = minidl.load(path, map_location=where)
+        assert out["w"].device == "cuda" and out["n"] == 3
+    out = minidl.load(path, map_location=lambda t, loc: t.to("cuda"))
+    assert out["w"].device == "cuda" and out["w"].tolist() == [1.0, 1.0]
+    model = minidl.nn.Linear(2, 1).to("cuda")
+    with pytest.raises(TypeError, match="parameter named 'weight'"):
+        model.load_state_dict({"weight": "w", "bias": minidl.zeros(1)})

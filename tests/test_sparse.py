@@ -668,3 +668,102 @@ def test_clip_grad_value_takes_a_sparse_gradient_as_clip_grad_norm_does():
     np.testing.assert_array_equal(emb.weight.grad.to_dense().numpy(),
                                   np.clip(dense_before, -0.1, 0.1))
     np.testing.assert_array_equal(lin.weight.grad.numpy(), np.clip(lin_before, -0.1, 0.1))
+# ---- sparse gradients with optimizers, GradScaler, in-place ops -------------------------------
+
+def _sparse_embedding():
+    emb = nn.Embedding(5, 3, sparse=True)
+    emb.weight.data[...] = np.arange(15, dtype=np.float32).reshape(5, 3) / 10
+    return emb
+
+
+def test_sgd_momentum_takes_a_sparse_gradient_after_dense_ones_as_torch():
+    torch = pytest.importorskip("torch")
+    w = np.arange(15, dtype=np.float32).reshape(5, 3) / 10
+    results = []
+    for m in (torch, minidl):
+        emb = m.nn.Embedding(5, 3, sparse=True)
+        with m.no_grad():
+            emb.weight.copy_(m.tensor(w))
+        opt = m.optim.SGD(emb.parameters(), lr=0.1, momentum=0.9, dampening=0.1)
+        for i in range(3):
+            opt.zero_grad()
+            if i == 0:  # a dense gradient first: a dense momentum buffer
+                (m.ones(1, 3) @ emb.weight.t()).pow(2).sum().backward()
+            else:
+                emb(m.tensor([1, 3, 3])).pow(2).sum().backward()
+            opt.step()
+        results.append(emb.weight.detach().numpy())
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-6)
+
+
+def test_sgd_refuses_a_dense_gradient_into_a_sparse_momentum_buffer_before_any_step():
+    emb = _sparse_embedding()
+    other = nn.Parameter(minidl.ones(2))
+    opt = minidl.optim.SGD([other, emb.weight], lr=0.1, momentum=0.9)
+    emb(minidl.tensor([1])).sum().backward()
+    other.grad = minidl.ones(2)
+    opt.step()
+    opt.zero_grad()
+    (minidl.ones(1, 3) @ emb.weight.t()).sum().backward()
+    other.grad = minidl.ones(2)
+    before = other.detach().numpy().copy(), emb.weight.detach().numpy().copy()
+    with pytest.raises(RuntimeError, match=r"momentum buffer of the parameter of shape \(5, 3\) "
+                                           "is sparse"):
+        opt.step()
+    np.testing.assert_array_equal(other.detach().numpy(), before[0])  # nothing moved
+    np.testing.assert_array_equal(emb.weight.detach().numpy(), before[1])
+
+
+def test_in_place_ops_on_a_sparse_tensor_name_the_op():
+    s = minidl.sparse_coo_tensor([[0, 1], [1, 0]], [1.0, 2.0], (2, 2))
+    for op, name in ((lambda: s.add_(s), "in-place add"), (lambda: s.mul_(2), "in-place multiply"),
+                     (lambda: s.copy_(s), "copy_"), (lambda: s.fill_(1.0), "fill")):
+        with pytest.raises(NotImplementedError, match=f"{name}.*sparse COO") as info:
+            op()
+        assert "flags" not in str(info.value)
+    np.testing.assert_array_equal(s.to_dense().numpy(), [[0.0, 1.0], [2.0, 0.0]])
+
+
+# ---- sparse sum of a bool tensor with repeated entries ----------------------------------------
+
+def test_sparse_sum_of_a_bool_tensor_with_repeated_entries_counts_each_place_once():
+    s = minidl.sparse_coo_tensor([[0, 1, 1, 0], [2, 0, 2, 2]], [True, False, True, True], (2, 3))
+    assert minidl.sparse.sum(s).item() == 2 == int(s.to_dense().numpy().sum())
+    counts = minidl.sparse_coo_tensor([[0, 0]], [2, 3], (1,))  # numbers still add up
+    assert minidl.sparse.sum(counts).item() == 5
+
+
+# ---- compressed sparse: CSR @ CSR -------------------------------------------------------------
+
+def _csr_product_int32(lib, via_sparse_mm):
+    def make():
+        return lib.sparse_csr_tensor(
+            lib.tensor([0, 2, 3, 3], dtype=lib.int32), lib.tensor([0, 2, 1], dtype=lib.int32),
+            lib.tensor([1.0, 2.0, 3.0], dtype=lib.float64), (3, 3)).requires_grad_()
+    a, b = make(), make()
+    y = lib.sparse.mm(a, b) if via_sparse_mm else a @ b
+    head = (str(y.layout).split(".")[-1], str(y.crow_indices().dtype).split(".")[-1])
+    if via_sparse_mm and lib.__name__ == "torch":  # (torch has no backward for this one)
+        return head + (None, y.to_dense().detach().numpy())
+    (y.to_dense() * lib.arange(9.0, dtype=lib.float64).reshape(3, 3)).sum().backward()
+    return head + (str(a.grad.crow_indices().dtype).split(".")[-1], y.to_dense().detach().numpy(),
+                   a.grad.to_dense().numpy(), b.grad.to_dense().numpy())
+
+
+@pytest.mark.parametrize("via_sparse_mm", [False, True])
+def test_csr_times_csr_has_int64_indices_and_sparse_mm_takes_it(via_sparse_mm):
+    """The product of two CSR tensors kept int32 indices where both had them, and
+    sparse.mm(csr, csr) raised NotImplementedError ('only a strided second operand'); torch
+    gives a CSR result with int64 indices (its gradients too) either way."""
+    layout, index, grad_index, *_ = _csr_product_int32(minidl, via_sparse_mm)
+    assert (layout, index, grad_index) == ("sparse_csr", "int64", "int64")
+
+
+def test_csr_times_csr_matches_torch():
+    pytest.importorskip("torch")
+    import torch
+    for via in (False, True):
+        m, t = _csr_product_int32(minidl, via), _csr_product_int32(torch, via)
+        assert m[:2] == t[:2] and (via or m[2] == t[2])
+        for x, y in zip(m[3:], t[3:]):
+            np.testing.assert_array_equal(x, y)

@@ -768,3 +768,33 @@ def test_gcn_layer_trains_as_torch():
 def test_gcn_layer_trains_without_torch():
     losses, _, _ = _gcn_run(minidl, steps=6)
     assert losses[-1] < losses[0]
+
+
+# ---- the *_like factories on sparse inputs (COO and compressed) -------------------------------
+
+def test_like_factories_on_sparse_inputs():
+    """zeros_like(sparse) failed with an unclear "flags: not supported" error; torch gives a
+    sparse result of the same layout (zeros/empty: no stored entries for COO; compressed
+    ones/full keep the pattern) and refuses ones_like/full_like on COO and rand_like."""
+    d = [[1.0, 0.0, 2.0], [0.0, 0.0, 3.0]]
+    coo = minidl.tensor(d).to_sparse()
+    z = minidl.zeros_like(coo)
+    assert z.layout == minidl.sparse_coo and z.shape == (2, 3) and z.data.nnz == 0
+    assert minidl.empty_like(coo).layout == minidl.sparse_coo
+    assert minidl.zeros_like(coo, dtype=minidl.float64).dtype == minidl.float64
+    for fn in (lambda t: minidl.ones_like(t), lambda t: minidl.full_like(t, 2.0),
+               lambda t: minidl.rand_like(t)):
+        with pytest.raises(NotImplementedError, match="_like: not supported for sparse"):
+            fn(coo)
+    csr = minidl.tensor(d).to_sparse_csr()
+    z = minidl.zeros_like(csr)
+    assert z.layout == minidl.sparse_csr and z.data.nnz == 0
+    assert np.array_equal(z.to_dense().numpy(), np.zeros((2, 3), np.float32))
+    o = minidl.ones_like(csr)
+    assert o.layout == minidl.sparse_csr
+    assert np.array_equal(o.to_dense().numpy(), (np.array(d) != 0).astype(np.float32))
+    f = minidl.full_like(csr.to_sparse_csc(), 5.0)
+    assert f.layout == minidl.sparse_csc
+    assert np.array_equal(f.to_dense().numpy(), 5 * (np.array(d) != 0).astype(np.float32))
+    with pytest.raises(NotImplementedError, match="rand_like"):
+        minidl.rand_like(csr)

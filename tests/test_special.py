@@ -1,6 +1,7 @@
 """minidl.special (and torch's top-level / Tensor names for it): values against PyTorch over
 wide ranges in float64 (tails, poles, NaN and inf included), gradients against PyTorch and
 finite differences, float32 inputs, and one implementation of erfc shared with GELU."""
+import warnings
 import math
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 
 import minidl
 from _ops_check import check, needs_torch, torch
+from minidl.testing import gradcheck
 
 rng = np.random.default_rng(11)
 
@@ -183,3 +185,157 @@ def test_on_the_fake_gpu(monkeypatch):
         (minidl.erf(t) + minidl.lgamma(t.abs() + 1) + minidl.special.erfinv(t / 5)).sum().backward()
     assert str(g.grad.device).startswith("cuda")
     np.testing.assert_allclose(g.grad.numpy(), c.grad.numpy(), rtol=1e-14)
+
+
+# ---- special: derivative masks of xlogy / xlog1py ---------------------------------------------
+
+INF, NAN = float("inf"), float("nan")
+
+
+def f64(x, requires_grad=False):
+    return minidl.tensor(np.asarray(x, dtype=np.float64), dtype=minidl.float64,
+                         requires_grad=requires_grad)
+
+
+def test_xlogy_gradient_is_zero_where_x_is_zero_and_y_not_positive():
+    x = f64([0.0, 0.0, 0.0, 0.0, 2.0], requires_grad=True)
+    y = f64([0.0, -1.0, 3.0, INF, 3.0], requires_grad=True)
+    minidl.special.xlogy(x, y).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [0.0, 0.0, math.log(3), INF, math.log(3)])
+    x2 = f64([0.0, 0.5, 1.5], requires_grad=True)
+    y2 = f64([0.0, 0.7, 2.0], requires_grad=True)
+    (gx,) = minidl.autograd.grad(minidl.xlogy(x2, y2).sum(), [x2], create_graph=True)
+    assert gx.numpy()[0] == 0.0  # the recorded derivative masks too
+    assert gx.requires_grad
+
+
+def test_xlog1py_gradient_keeps_log1p_y_where_x_is_zero():
+    x = f64([0.0, 0.0, 0.0, 0.0, 2.0], requires_grad=True)
+    y = f64([1.0, -1.0, -2.0, INF, 1.0], requires_grad=True)
+    minidl.special.xlog1py(x, y).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [math.log(2), 0.0, 0.0, INF, math.log(2)])
+    x2 = f64([0.0, 0.5], requires_grad=True)
+    y2 = f64([1.0, 0.7], requires_grad=True)
+    (gx,) = minidl.autograd.grad(minidl.special.xlog1py(x2, y2).sum(), [x2], create_graph=True)
+    assert gx.numpy()[0] == pytest.approx(math.log(2))
+    assert gradcheck(lambda a, b: minidl.special.xlog1py(a, b), (x2, y2))
+
+
+def test_xlogy_xlog1py_gradient_parity():
+    torch = pytest.importorskip("torch")
+    xs = [0.0, 0.0, 0.0, 0.0, 0.0, 1.5]
+    ys = [0.0, -1.0, -2.0, 1.0, INF, 0.5]
+    for name in ("xlogy", "xlog1py"):
+        x, y = f64(xs, requires_grad=True), f64(ys)
+        getattr(minidl.special, name)(x, y).sum().backward()
+        tx = torch.tensor(xs, dtype=torch.float64, requires_grad=True)
+        getattr(torch.special, name)(tx, torch.tensor(ys, dtype=torch.float64)).sum().backward()
+        np.testing.assert_array_equal(x.grad.numpy(), tx.grad.numpy())
+
+
+# ---- special: numbers refused with torch's TypeError; lgamma near 0 ---------------------------
+
+@pytest.mark.parametrize("name", ["erf", "erfc", "erfinv", "expit", "logit", "gammaln",
+                                  "digamma", "i0", "i1e", "ndtr", "ndtri", "log_ndtr", "sinc",
+                                  "entr", "expm1", "exp2", "log1p", "erfcx", "round"])
+def test_special_functions_refuse_a_python_number_with_a_type_error(name):
+    shown = "lgamma" if name == "gammaln" else name  # gammaln is lgamma
+    with pytest.raises(TypeError, match=rf"{shown}\(\): argument 'input' .*must be Tensor, "
+                                        "not float"):
+        getattr(minidl.special, name)(0.5)
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_special_softmax_refuses_a_python_number(name):
+    with pytest.raises(TypeError, match="must be a Tensor, not float"):
+        getattr(minidl.special, name)(0.5, 0)
+
+
+def test_gammaln_of_subnormal_and_tiny_arguments():
+    x = np.array([5e-324, 1e-310, 1e-300, 1e-9, -1e-9, -5e-324])
+    got = minidl.special.gammaln(f64(x)).numpy()
+    # lgamma(x) = -log|x| - euler_gamma x + O(x^2) near 0
+    want = -np.log(np.abs(x)) - 0.5772156649015329 * x
+    np.testing.assert_allclose(got, want, rtol=1e-15)
+
+
+# ---- round(decimals=) and polygamma's order ---------------------------------------------------
+
+def test_round_decimals_must_be_an_int_and_polygamma_takes_a_0d_integer_tensor():
+    x = minidl.tensor([1.25, 2.35])
+    for decimals in (1.0, True):
+        with pytest.raises(TypeError, match="argument 'decimals' must be int"):
+            minidl.special.round(x, decimals=decimals)
+    np.testing.assert_allclose(minidl.round(x, decimals=np.int64(1)).numpy(), [1.2, 2.4])
+    got = minidl.special.polygamma(minidl.tensor(1), f64([1.0, 2.0])).numpy()
+    np.testing.assert_allclose(got, [math.pi ** 2 / 6, math.pi ** 2 / 6 - 1], rtol=1e-14)
+
+
+# ---- special: out= ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("call", [
+    lambda S, x, out: S.erf(x, out=out),
+    lambda S, x, out: S.gammaln(x, out=out),
+    lambda S, x, out: S.polygamma(1, x, out=out),
+    lambda S, x, out: S.xlogy(x, x, out=out),
+    lambda S, x, out: S.logit(x, eps=0.1, out=out),
+    lambda S, x, out: S.bessel_j0(x, out=out),
+    lambda S, x, out: S.chebyshev_polynomial_t(x, 3, out=out),
+    lambda S, x, out: S.zeta(x + 1, x, out=out),
+])
+def test_special_functions_write_into_out(call):
+    x = minidl.tensor([0.5, 0.25])
+    out = minidl.empty(2)
+    assert call(minidl.special, x, out) is out
+    np.testing.assert_array_equal(out.numpy(), call(minidl.special, x, None).numpy())
+    wide = minidl.zeros(2, dtype=minidl.float64)
+    call(minidl.special, x, wide)  # float32 -> float64 is a cast torch allows
+    np.testing.assert_allclose(wide.numpy(), out.numpy())
+
+
+def test_special_out_refusals_leave_out_unchanged():
+    x = minidl.tensor([0.5, 0.25])
+    ints = minidl.zeros(2, dtype=minidl.int64)
+    with pytest.raises(RuntimeError, match="can't be cast to the desired output type"):
+        minidl.special.erf(x, out=ints)
+    np.testing.assert_array_equal(ints.numpy(), [0, 0])
+    out = minidl.zeros(2)
+    with pytest.raises(RuntimeError, match="don't support automatic differentiation"):
+        minidl.special.expit(minidl.tensor([0.5, 0.2], requires_grad=True), out=out)
+    np.testing.assert_array_equal(out.numpy(), [0.0, 0.0])
+    with pytest.raises(TypeError, match="unexpected keyword argument 'out'"):
+        minidl.special.softmax(x, 0, out=out)  # as torch.special.softmax
+    assert minidl.erf(x, out=out) is out and minidl.lgamma(x, out=minidl.empty(2)).shape == (2,)
+
+
+def test_special_out_parity():
+    torch = pytest.importorskip("torch")
+    x = np.array([0.5, 0.25, 3.0], dtype=np.float32)
+    for name in ("erf", "ndtri", "i1e", "log_ndtr", "entr", "sinc", "expit", "digamma"):
+        mine, theirs = minidl.empty(3, dtype=minidl.float64), torch.empty(3, dtype=torch.float64)
+        getattr(minidl.special, name)(minidl.tensor(x), out=mine)
+        getattr(torch.special, name)(torch.tensor(x), out=theirs)
+        np.testing.assert_allclose(mine.numpy(), theirs.numpy(), rtol=1e-6, err_msg=name)
+
+
+# ---- erfc in float32: relative accuracy in the tail -------------------------------------------
+
+def test_erfc_float32_keeps_its_relative_accuracy_in_the_tail():
+    x = np.array([3.0, 5.0, 6.5, 8.06862, -2.0, 0.3], dtype=np.float32)
+    got = minidl.special.erfc(minidl.tensor(x)).numpy()
+    want = minidl.special.erfc(f64(x.astype(np.float64))).numpy()
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=2e-7)  # the fit's x * x rounding gave 5e-6
+
+
+# ---- special ----------------------------------------------------------------------------------
+
+def test_special_float32_overflow_gives_no_warning():
+    """The Bessel functions computed in float64 and cast to float32 outside NumPy's errstate, so
+    a float32 result past its range (I0(100)) came with "RuntimeWarning: overflow encountered
+    in cast"; torch returns inf silently."""
+    x = minidl.tensor(np.array([100.0, 1.0], dtype=np.float32), dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = minidl.special.modified_bessel_i0(x).numpy()
+    assert out[0] == np.inf and out.dtype == np.float32

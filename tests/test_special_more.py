@@ -440,3 +440,42 @@ def test_shapes_zero_dim_empty_and_broadcast():
         second = f64([0.5, 1.5, 2.5], requires_grad=True)
         getattr(S, name)(f64([[2.5], [3.5]]), second).sum().backward()
         assert second.grad.shape == (3,)
+
+
+# ---- Bessel Y at the smallest subnormal -------------------------------------------------------
+
+def t64(a, grad=False):
+    return minidl.tensor(np.asarray(a, dtype=np.float64), dtype=np.float64, requires_grad=grad)
+
+
+def test_bessel_y_at_the_smallest_subnormal():
+    """bessel_y0/y1 (and the K series) took log(x / 2), and x / 2 is 0 at x = 5e-324: Y0 gave
+    -inf instead of -474.0 and Y1 NaN instead of -inf (as torch's); K0 gave inf for 744.6."""
+    S = minidl.special
+    x = t64([5e-324, 1e-320])
+    y0 = S.bessel_y0(x).numpy()
+    k0 = S.modified_bessel_k0(x).numpy()
+    ref_y0 = [2 / math.pi * (math.log(v) - math.log(2) + 0.5772156649015329) for v in
+              (5e-324, 1e-320)]
+    ref_k0 = [-(math.log(v) - math.log(2)) - 0.5772156649015329 for v in (5e-324, 1e-320)]
+    np.testing.assert_allclose(y0, ref_y0, rtol=1e-14)
+    np.testing.assert_allclose(k0, ref_k0, rtol=1e-14)
+    assert S.bessel_y1(x).numpy().tolist() == [-math.inf, -math.inf]
+
+
+# ---- gammainc's gradient at a large a ---------------------------------------------------------
+
+def test_gammainc_gradient_at_large_a():
+    """The x-gradient of gammainc/gammaincc, exp((a - 1) log x - x - lgamma(a)), lost 8 digits
+    for a ~ 1e7 (and all of them by 1e12): its terms, of size a log a, cancel. Checked by the
+    exact ratio d/dx P(a + 1, x) / d/dx P(a, x) = x / a."""
+    for a, x in ((1e7, 1e7), (1e7, 1e7 - 5000.0), (1e12, 1e12 + 3e5), (250.0, 230.0)):
+        grads = []
+        for shape in (a, a + 1):
+            xt = t64([x], grad=True)
+            minidl.special.gammainc(t64([shape]), xt).sum().backward()
+            grads.append(xt.grad.numpy()[0])
+        np.testing.assert_allclose(grads[1] / grads[0], x / a, rtol=1e-12)
+        xt = t64([x], grad=True)
+        minidl.special.gammaincc(t64([a]), xt).sum().backward()
+        np.testing.assert_allclose(xt.grad.numpy()[0], -grads[0], rtol=1e-15)

@@ -517,3 +517,106 @@ X = t(np.arange(6.0).reshape(2, 3))
 def test_bad_input_names_what_did_not_fit(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+# ---- std/var accumulate in float64 on the CPU -------------------------------------------------
+
+INF, NAN = float("inf"), float("nan")
+
+
+def test_std_of_huge_float32_values_is_finite():
+    x = minidl.tensor([1e30, 1.0, 3.0])
+    assert np.isfinite(x.std().item())
+    assert x.std().item() == pytest.approx(5.7735e29, rel=1e-4)
+    assert x.std().dtype == minidl.float32
+    b = minidl.tensor([1e30, 1.0, 3.0], dtype=minidl.bfloat16)
+    assert np.isfinite(b.std().float().item()) and b.std().dtype == minidl.bfloat16
+    assert np.isinf(minidl.tensor([1e20, 1.0, 3.0]).var().item())  # beyond float32: inf
+    x = minidl.tensor([1.0, 2.0, 4.0], requires_grad=True)
+    x.std().backward()
+    assert x.grad.dtype == minidl.float32
+    a = minidl.tensor([0.3, -1.2, 2.0, 5.5], dtype=minidl.float64, requires_grad=True)
+    assert gradcheck(lambda a: a.std(correction=0), (a,))
+
+
+def test_var_mean_keeps_dims_of_the_mean_with_dim_none():
+    v, mu = minidl.var_mean(minidl.ones(2, 3), dim=None, keepdim=True)
+    assert v.shape == (1, 1) and mu.shape == (1, 1)
+    s, mu = minidl.std_mean(minidl.ones(2, 3, dtype=minidl.complex64), keepdim=True)
+    assert s.shape == (1, 1) and mu.shape == (1, 1)
+
+
+def test_std_var_parity_on_huge_values():
+    torch = pytest.importorskip("torch")
+    v = [1e30, -2.5, 1e30, 7.0]
+    for dt in ("float32", "bfloat16"):
+        ours = minidl.tensor(v, dtype=getattr(minidl, dt)).std(correction=0).float().item()
+        theirs = torch.tensor(v, dtype=getattr(torch, dt)).std(correction=0).float().item()
+        assert ours == pytest.approx(theirs, rel=1e-2)
+    ours = minidl.var_mean(minidl.ones(2, 3), dim=None, keepdim=True)
+    theirs = torch.var_mean(torch.ones(2, 3), dim=None, keepdim=True)
+    assert [tuple(t.shape) for t in ours] == [tuple(t.shape) for t in theirs]
+
+
+# ---- numbers beyond a dtype's range in full and where -----------------------------------------
+
+def test_full_and_where_refuse_numbers_beyond_the_dtype():
+    for value, dtype in ((300, minidl.int8), (1e5, minidl.float16), (NAN, minidl.int32)):
+        with pytest.raises(RuntimeError, match="cannot be converted"):
+            minidl.full((2,), value, dtype=dtype)
+    np.testing.assert_array_equal(minidl.full((2,), -1, dtype=minidl.uint8).numpy(), [255, 255])
+    assert minidl.full((2,), 2.5, dtype=minidl.int64).numpy().tolist() == [2, 2]
+    assert np.isinf(minidl.full((1,), INF, dtype=minidl.float16).float().item())
+    c = minidl.tensor([True, False])
+    with pytest.raises(RuntimeError, match="cannot be converted"):
+        minidl.where(c, minidl.tensor([1, 2], dtype=minidl.int8), 300)
+    with pytest.raises(RuntimeError, match="cannot be converted"):
+        minidl.where(c, minidl.tensor([1.0, 2.0]), 1e300)
+    y = minidl.where(c, minidl.tensor([1.0, 2.0], dtype=minidl.float16), 1e5)  # inf, as torch
+    assert y.dtype == minidl.float16 and np.isinf(y.float().numpy()[1])
+
+
+def test_full_and_where_range_parity():
+    torch = pytest.importorskip("torch")
+    for value, dt in ((300, "int8"), (1e5, "float16"), (-1, "uint8"), (NAN, "int32")):
+        try:
+            theirs = torch.full((2,), value, dtype=getattr(torch, dt))
+        except RuntimeError:
+            with pytest.raises(RuntimeError):
+                minidl.full((2,), value, dtype=getattr(minidl, dt))
+            continue
+        np.testing.assert_array_equal(minidl.full((2,), value, dtype=getattr(minidl, dt)).numpy(),
+                                      theirs.numpy())
+
+
+# ---- x.size() is a minidl.Size ----------------------------------------------------------------
+
+def test_size_without_dim_is_a_minidl_size():
+    """x.size() returned the plain shape tuple (printed "(2, 3)"); torch returns torch.Size.
+    .shape stays a tuple by design, x.size(d) stays an int."""
+    x = minidl.zeros(2, 3)
+    s = x.size()
+    assert isinstance(s, minidl.Size)
+    assert repr(s) == "minidl.Size([2, 3])"
+    assert s == (2, 3) and s == minidl.Size([2, 3]) and s.numel() == 6
+    assert type(x.shape) is tuple
+    assert x.size(1) == 3 and type(x.size(1)) is int
+    assert repr(minidl.Size([2, 3])) == "minidl.Size([2, 3])"
+
+
+# ---- storages ---------------------------------------------------------------------------------
+
+def test_storages_tell_which_tensors_share_memory():
+    x = minidl.arange(6.0).reshape(2, 3)
+    row, transposed, copy = x[1], x.t(), x.clone()
+    ptr = x.untyped_storage().data_ptr()
+    assert row.untyped_storage().data_ptr() == ptr == transposed.untyped_storage().data_ptr()
+    assert copy.untyped_storage().data_ptr() != ptr
+    assert row.untyped_storage().nbytes() == 24 and len(row.untyped_storage()) == 24
+    assert row.storage().size() == 6 and row.storage().tolist() == [0, 1, 2, 3, 4, 5]
+    assert row.storage().element_size() == 4 and row.storage().untyped().nbytes() == 24
+    assert isinstance(x.untyped_storage(), minidl.UntypedStorage)
+    torch = pytest.importorskip("torch")
+    xt = torch.arange(6.0).reshape(2, 3)
+    assert xt[1].untyped_storage().nbytes() == row.untyped_storage().nbytes()
+    assert xt.untyped_storage()[5] == x.untyped_storage()[5]  # a byte of the same float

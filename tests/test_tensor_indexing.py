@@ -293,3 +293,73 @@ def test_scatter_reduce_prod_with_zeros_amax_ties_and_integers():
     check(lambda L, x, i, s: x.scatter(0, i, s, reduce="add"), x, i[:2], s[:2], grad=False)
     with pytest.raises(ValueError, match="reduce must be one of"):
         minidl.scatter_reduce(minidl.tensor(x), 0, minidl.tensor(i), minidl.tensor(s), "max")
+
+
+# ---- put_ into a 0-d tensor -------------------------------------------------------------------
+
+def test_put_into_a_0d_tensor():
+    x = minidl.tensor(5)
+    assert x.put_(minidl.tensor([0, -1]), minidl.tensor([1, 2])) is x
+    assert x.item() == 2
+    x = minidl.tensor(5)
+    x.put_(minidl.tensor([0, -1]), minidl.tensor([1, 2]), accumulate=True)
+    assert x.item() == 8 and x.shape == ()
+    a = minidl.tensor(2.0, requires_grad=True)
+    b = minidl.tensor([3.0, 4.0], requires_grad=True)
+    y = minidl.put(a * 1, minidl.tensor([0, 0]), b, accumulate=True)
+    assert y.shape == () and y.item() == 9.0
+    y.backward()
+    assert a.grad.item() == 1.0
+    np.testing.assert_array_equal(b.grad.numpy(), [1.0, 1.0])
+
+
+# ---- take_along_dim with negative indices; scatter_reduce's refusals --------------------------
+
+def test_take_along_dim_takes_negative_indices_over_a_dim():
+    x = minidl.tensor([[1.0, 2.0, 3.0]], requires_grad=True)
+    y = minidl.take_along_dim(x, minidl.tensor([[-1, -3]]), 1)
+    np.testing.assert_array_equal(y.detach().numpy(), [[3.0, 1.0]])
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [[1.0, 0.0, 1.0]])
+    with pytest.raises(IndexError):
+        minidl.take_along_dim(x, minidl.tensor([[-4]]), 1)
+    with pytest.raises(IndexError):  # flattened (dim=None): torch refuses -1 there too
+        minidl.take_along_dim(minidl.tensor([1, 2, 3]), minidl.tensor([-1]))
+
+
+def test_take_along_dim_negative_parity():
+    torch = pytest.importorskip("torch")
+    a = np.arange(12.0).reshape(3, 4)
+    i = np.array([[-1, 0], [-4, 3], [2, -2]])
+    for dim in (1, -1):
+        np.testing.assert_array_equal(
+            minidl.take_along_dim(minidl.tensor(a), minidl.tensor(i), dim).numpy(),
+            torch.take_along_dim(torch.tensor(a), torch.tensor(i), dim).numpy())
+
+
+def test_scatter_reduce_refuses_what_torch_does_not_implement():
+    idx = minidl.tensor([0, 0])
+    with pytest.raises(TypeError, match="mean"):
+        minidl.scatter_reduce(minidl.tensor([True, False]), 0, idx, minidl.tensor([True, True]),
+                              "mean")
+    for red in ("amax", "amin"):
+        with pytest.raises(TypeError, match=red):
+            minidl.scatter_reduce(minidl.tensor([1j, 2]), 0, idx, minidl.tensor([1j, 1j]), red)
+    out = minidl.scatter_reduce(minidl.tensor([1j, 2]), 0, idx, minidl.tensor([1j, 1j]), "sum")
+    np.testing.assert_allclose(out.numpy(), [3j, 2])
+    out = minidl.scatter_reduce(minidl.tensor([True, False]), 0, idx, minidl.tensor([True, True]),
+                                "amax")
+    np.testing.assert_array_equal(out.numpy(), [True, False])
+
+
+# ---- scatter of a value beyond the dtype ------------------------------------------------------
+
+def test_scatter_value_beyond_the_dtype_is_refused():
+    idx = minidl.tensor([0])
+    for value, dtype in ((300, minidl.int8), (1e5, minidl.float16), (1e300, minidl.float32)):
+        with pytest.raises(RuntimeError, match="cannot be converted"):
+            minidl.scatter(minidl.zeros(2, dtype=dtype), 0, idx, value)
+    np.testing.assert_array_equal(
+        minidl.scatter(minidl.zeros(2, dtype=minidl.uint8), 0, idx, -1).numpy(), [255, 0])
+    np.testing.assert_array_equal(
+        minidl.scatter(minidl.zeros(2, dtype=minidl.int64), 0, idx, 2.5).numpy(), [2, 0])

@@ -7,6 +7,7 @@ import pytest
 
 import minidl
 from _ops_check import check, needs_torch, torch
+from minidl.testing import gradcheck
 
 rng = np.random.default_rng(2)
 X = rng.standard_normal((3, 4))
@@ -223,3 +224,190 @@ def test_linalg_norm_vectors_and_cross():
     check(lambda L, x: L.linalg.norm(x, dim=0, keepdim=True), a)
     check(lambda L, x, y: L.linalg.cross(x, y), a[:, :3].copy(), a[:, 1:].copy())
     check(lambda L, x: L.linalg.matrix_norm(x, "nuc"), a)  # through the SVD (test_linalg.py)
+
+
+# ---- step functions (sign, floor, ceil, round, trunc): exact zero gradients -------------------
+
+def test_step_functions_pass_exact_zeros_for_an_inf_or_nan_gradient():
+    """sign/floor/ceil/round/trunc: the gradient is zero whatever arrives (it was g * 0,
+    NaN for an inf or NaN gradient), as torch's."""
+    for name in ("sign", "floor", "ceil", "round", "trunc"):
+        x = minidl.tensor([1.5, -2.5, 0.0], requires_grad=True)
+        getattr(minidl, name)(x).backward(minidl.tensor([float("inf"), float("nan"), 1.0]))
+        assert x.grad.tolist() == [0.0, 0.0, 0.0], name
+
+
+# ---- angle and digamma at the edges -----------------------------------------------------------
+
+INF, NAN = float("inf"), float("nan")
+
+
+def _raises_like_torch(fn_m, fn_t, torch):
+    with pytest.raises(RuntimeError) as theirs:
+        fn_t()
+    with pytest.raises(RuntimeError) as ours:
+        fn_m()
+    return str(theirs.value), str(ours.value)
+
+
+def test_angle_of_infinity_is_zero_with_a_zero_gradient():
+    x = minidl.tensor([INF, -INF, NAN, 2.0, -3.0], dtype=minidl.float64, requires_grad=True)
+    y = minidl.angle(x)
+    np.testing.assert_array_equal(y.detach().numpy(), [0.0, np.pi, NAN, 0.0, np.pi])
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), np.zeros(5))
+
+
+def test_digamma_of_signed_zeros():
+    for dtype in (minidl.float16, minidl.float32, minidl.float64):
+        y = minidl.digamma(minidl.tensor([-0.0, 0.0], dtype=dtype)).float().numpy()
+        np.testing.assert_array_equal(y, [INF, -INF])
+
+
+def test_angle_digamma_parity():
+    torch = pytest.importorskip("torch")
+    v = [INF, -INF, NAN, -0.0, 0.0, 2.5, -3.0]
+    for name in ("angle", "digamma"):
+        for dt in ("float16", "float64"):
+            ours = getattr(minidl, name)(minidl.tensor(v, dtype=getattr(minidl, dt)))
+            theirs = getattr(torch, name)(torch.tensor(v, dtype=getattr(torch, dt)))
+            np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-3)
+
+
+# ---- integer division by zero of nothing ------------------------------------------------------
+
+def test_integer_division_by_zero_of_an_empty_tensor_gives_an_empty_tensor():
+    e = minidl.zeros(0, dtype=minidl.int8)
+    assert (e // 0).shape == (0,)
+    assert minidl.remainder(e, 0).dtype == minidl.int8
+    assert minidl.div(e, minidl.tensor(0), rounding_mode="trunc").shape == (0,)
+    out = minidl.fmod(minidl.zeros(3, 0, dtype=minidl.int16), minidl.zeros(2, 1, 1, dtype=minidl.int16))
+    assert out.shape == (2, 3, 0)
+    with pytest.raises(ZeroDivisionError):
+        minidl.tensor([1, 2]) // 0
+    with pytest.raises(RuntimeError, match="ZeroDivisionError"):
+        minidl.fmod(minidl.tensor([1, 2]), minidl.tensor([1, 0]))
+
+
+# ---- lerp's two forms -------------------------------------------------------------------------
+
+def test_lerp_uses_torchs_two_forms_at_infinities():
+    start = minidl.tensor([2.5, -INF, 1.0])
+    end = minidl.tensor([-INF, -3.8, 2.0])
+    np.testing.assert_array_equal(minidl.lerp(start, end, 0.5).numpy()[:2], [NAN, -INF])
+    np.testing.assert_array_equal(minidl.lerp(start, end, 0.2).numpy()[:2], [-INF, NAN])
+    assert minidl.lerp(minidl.tensor([0.1]), minidl.tensor([0.7]), 1.0).item() == np.float32(0.7)
+    w = minidl.tensor([0.5, 0.2, 1.0])
+    np.testing.assert_array_equal(minidl.lerp(start, end, w).numpy(), [NAN, NAN, 2.0])
+
+
+def test_lerp_parity_and_gradcheck():
+    torch = pytest.importorskip("torch")
+    s = np.array([2.5, -INF, 1.0, 0.3])
+    e = np.array([-INF, -3.8, 2.0, 0.9])
+    for w in (0.5, 0.2, 1.0, 0.7, -0.6):
+        ours = minidl.lerp(minidl.tensor(s), minidl.tensor(e), w).numpy()
+        theirs = torch.lerp(torch.tensor(s, dtype=torch.float32),
+                            torch.tensor(e, dtype=torch.float32), w).numpy()
+        np.testing.assert_allclose(ours, theirs, rtol=1e-6)
+    a = minidl.tensor([0.3, -1.2, 2.0], dtype=minidl.float64, requires_grad=True)
+    b = minidl.tensor([1.1, 0.4, -0.5], dtype=minidl.float64, requires_grad=True)
+    w = minidl.tensor([0.2, 0.6, 1.3], dtype=minidl.float64, requires_grad=True)
+    assert gradcheck(lambda a, b, w: minidl.lerp(a, b, w), (a, b, w))
+    assert gradcheck(lambda a, b: minidl.lerp(a, b, 0.75), (a, b))
+
+
+# ---- gradients at the odd points --------------------------------------------------------------
+
+def test_abs_and_norm_gradients_at_nan_are_zero():
+    x = minidl.tensor([NAN, -2.0, 0.0, 3.0], dtype=minidl.float64, requires_grad=True)
+    x.abs().sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [0, -1, 0, 1])
+    for p in (1, INF):
+        x = minidl.tensor([NAN, -2.0, 0.0, 3.0], dtype=minidl.float64, requires_grad=True)
+        x.norm(p=p).backward()
+        assert not np.isnan(x.grad.numpy()).any()
+    x = minidl.tensor([1.0, -3.0, 0.0, 3.0], dtype=minidl.float64, requires_grad=True)
+    x.norm(p=INF).backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [0, -0.5, 0, 0.5])
+
+
+def test_acosh_gradient_is_torchs_formula_outside_the_domain():
+    x = minidl.tensor([-4.03, 1.5], dtype=minidl.float64, requires_grad=True)
+    x.acosh().sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), 1 / np.sqrt(np.array([-4.03, 1.5]) ** 2 - 1))
+    x = minidl.tensor([1.5, 3.0], dtype=minidl.float64, requires_grad=True)
+    assert gradcheck(lambda t: t.acosh(), (x,))
+
+
+def test_remainder_gradient_for_the_divisor_uses_torchs_floor_division():
+    a = minidl.tensor([0.26, INF, 2.1], dtype=minidl.float64, requires_grad=True)
+    b = minidl.tensor([-2.29, -2.32, 1.61], dtype=minidl.float64, requires_grad=True)
+    minidl.remainder(a, b).sum().backward()
+    assert np.isnan(b.grad.numpy()[1])  # inf // x is NaN in torch
+    np.testing.assert_allclose(b.grad.numpy()[[0, 2]], [1.0, -1.0])
+
+
+def test_polygamma_at_minus_infinity_gives_nan_instead_of_crashing():
+    x = minidl.tensor([-2.33, -INF, INF, NAN, 0.8], dtype=minidl.float64, requires_grad=True)
+    y = minidl.polygamma(1, x)
+    assert np.isnan(y.detach().numpy()[1]) and y.detach().numpy()[2] == 0.0
+    y.sum().backward()
+    assert x.grad.shape == (5,)
+
+
+def test_cumprod_gradient_over_a_single_element_is_the_incoming_gradient():
+    x = minidl.tensor(INF, dtype=minidl.float64, requires_grad=True)
+    (minidl.cumprod(x, 0) * 0.29).sum().backward()
+    assert x.grad.item() == pytest.approx(0.29)
+    x = minidl.tensor([[INF], [2.0]], dtype=minidl.float64, requires_grad=True)
+    minidl.cumprod(x, 1).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [[1.0], [1.0]])
+
+
+def test_sinc_gradient_near_zero():
+    x = minidl.tensor([1e-300, 1e-10, 0.0, 1e-5, 3.1e-4, 0.7], dtype=minidl.float64,
+                      requires_grad=True)
+    minidl.sinc(x).sum().backward()
+    u = np.pi * np.array([1e-300, 1e-10, 0.0, 1e-5, 3.1e-4, 0.7])
+    expect = np.pi * np.array([-v / 3 for v in u[:5]] + [(u[5] * np.cos(u[5]) - np.sin(u[5]))
+                                                          / u[5] ** 2])
+    np.testing.assert_allclose(x.grad.numpy(), expect, rtol=1e-6, atol=1e-300)
+    assert gradcheck(minidl.sinc, (minidl.tensor([1e-4, 3e-4, 0.5, -2e-4], dtype=minidl.float64,
+                                                 requires_grad=True),))
+
+
+def test_odd_point_gradients_match_torch():
+    torch = pytest.importorskip("torch")
+    cases = [
+        ("abs", [NAN, -2.0, 0.0, 3.0], lambda L, t: t.abs()),
+        ("norm1", [NAN, -2.0, 0.0, 3.0], lambda L, t: t.norm(p=1)),
+        ("norminf", [NAN, -2.0, 0.0, 3.0], lambda L, t: t.norm(p=float("inf"))),
+        ("acosh", [-4.03, 1.5, 2.5], lambda L, t: t.acosh()),
+        ("cumprod", [INF], lambda L, t: L.cumprod(t, 0)),
+        ("sinc", [1e-300, 1e-5, 0.7], lambda L, t: L.sinc(t)),
+        ("remainder", [0.26, 2.1], lambda L, t: L.remainder(L.tensor([INF, 1.0],
+                                                                     dtype=L.float64), t)),
+    ]
+    for name, v, fn in cases:
+        grads = []
+        for L in (minidl, torch):
+            t = L.tensor(v, dtype=L.float64, requires_grad=True)
+            fn(L, t).sum().backward()
+            grads.append(t.grad.numpy())
+        # (torch's sinc quotient loses digits near 0: 1e-6)
+        np.testing.assert_allclose(grads[0], grads[1], rtol=1e-6, atol=1e-12, err_msg=name)
+
+
+# ---- isclose and allclose need one dtype ------------------------------------------------------
+
+def test_isclose_and_allclose_need_one_dtype():
+    with pytest.raises(RuntimeError, match="did not match"):
+        minidl.isclose(minidl.tensor([1, 2], dtype=minidl.int16), minidl.tensor([True, False]))
+    with pytest.raises(RuntimeError, match="did not match"):
+        minidl.allclose(minidl.tensor([1.0]), minidl.tensor([1.0], dtype=minidl.float64))
+    assert minidl.isclose(minidl.tensor([1.0, NAN]), minidl.tensor([1.0, NAN]),
+                          equal_nan=True).numpy().all()
+    torch = pytest.importorskip("torch")
+    _raises_like_torch(lambda: minidl.isclose(minidl.tensor([1]), minidl.tensor([1.0])),
+                       lambda: torch.isclose(torch.tensor([1]), torch.tensor([1.0])), torch)

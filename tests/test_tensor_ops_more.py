@@ -617,3 +617,99 @@ def test_segment_reduce_refusals():
         minidl.segment_reduce(minidl.tensor([1, 2]), "sum", lengths=minidl.tensor([2]))
     with pytest.raises(IndexError, match="Dimension out of range"):
         minidl.segment_reduce(x, "sum", lengths=minidl.tensor([5]), axis=1)
+# ---- bfloat16 medians -------------------------------------------------------------------------
+
+INF, NAN = float("inf"), float("nan")
+
+
+def test_bfloat16_median_propagates_nan_and_empty_gives_nan():
+    x = minidl.tensor([NAN, 1.7, 1.1], dtype=minidl.bfloat16)
+    assert np.isnan(float(x.median()))
+    assert float(x.nanmedian()) == pytest.approx(1.1015625)
+    r = x.median(0)
+    assert np.isnan(float(r.values)) and int(r.indices) == 0
+    assert np.isnan(float(minidl.tensor([], dtype=minidl.bfloat16).median()))
+    assert np.isnan(float(minidl.tensor([], dtype=minidl.bfloat16).nanmedian()))
+    u = minidl.unique(minidl.tensor([NAN, NAN, 1.0], dtype=minidl.bfloat16))
+    assert u.shape == (3,)  # each NaN its own value, as torch
+
+
+def test_bfloat16_median_parity():
+    torch = pytest.importorskip("torch")
+    for v in ([INF, NAN, -0.0], [3.0, 1.0, 2.0, NAN], [NAN, 1.7, 1.1]):
+        a = minidl.tensor(v, dtype=minidl.bfloat16)
+        b = torch.tensor(v, dtype=torch.bfloat16)
+        for name in ("median", "nanmedian"):
+            np.testing.assert_array_equal(np.float32(getattr(a, name)().float().item()),
+                                          np.float32(getattr(b, name)().float().item()))
+            ours, theirs = getattr(a, name)(0), getattr(b, name)(0)
+            assert int(ours.indices) == int(theirs.indices)
+
+
+# ---- searchsorted sorter= and bool values -----------------------------------------------------
+
+def test_searchsorted_with_a_sorter_and_bool_values():
+    s = minidl.tensor([3.0, 1.0, 2.0])
+    out = minidl.searchsorted(s, minidl.tensor([2.5, 0.0]), sorter=minidl.tensor([1, 2, 0]))
+    np.testing.assert_array_equal(out.numpy(), [2, 0])
+    out = minidl.searchsorted(s, minidl.tensor([2.0]), side="right",
+                              sorter=minidl.tensor([1, 2, 0]))
+    np.testing.assert_array_equal(out.numpy(), [2])
+    for bad in (minidl.tensor([1, 2, 3]), minidl.tensor([1, 2]), minidl.tensor([1.0, 2, 0]),
+                minidl.tensor([-1, 2, 0])):
+        with pytest.raises(RuntimeError, match="sorter"):
+            minidl.searchsorted(s, minidl.tensor([1.0]), sorter=bad)
+    np.testing.assert_array_equal(
+        minidl.searchsorted(minidl.tensor([0.0, 1.0]), minidl.tensor([True, False])).numpy(),
+        [1, 0])
+    with pytest.raises(TypeError):
+        minidl.searchsorted(minidl.tensor([False, True]), minidl.tensor([True]))
+
+
+def test_searchsorted_sorter_parity():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    seq = rng.standard_normal((2, 6))
+    order = np.argsort(seq, axis=-1)
+    vals = rng.standard_normal((2, 4))
+    for side in ("left", "right"):
+        ours = minidl.searchsorted(minidl.tensor(seq), minidl.tensor(vals), side=side,
+                                   sorter=minidl.tensor(order))
+        theirs = torch.searchsorted(torch.tensor(seq), torch.tensor(vals), side=side,
+                                    sorter=torch.tensor(order))
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+
+
+# ---- unique over a dim ------------------------------------------------------------------------
+
+def test_unique_over_a_dim_sorts_the_slices():
+    x = minidl.tensor([[1, 2], [1, 2], [0, 5]])
+    values, inverse, counts = minidl.unique(x, dim=0, return_inverse=True, return_counts=True)
+    np.testing.assert_array_equal(values.numpy(), [[0, 5], [1, 2]])
+    np.testing.assert_array_equal(inverse.numpy(), [1, 1, 0])
+    np.testing.assert_array_equal(counts.numpy(), [1, 2])
+    np.testing.assert_array_equal(x.unique(dim=1).numpy(), [[1, 2], [1, 2], [0, 5]])
+    y = minidl.tensor([[3, 1, 3], [2, 2, 2]])
+    v, inv = minidl.unique(y, dim=-1, return_inverse=True)
+    np.testing.assert_array_equal(v.numpy(), [[1, 3], [2, 2]])
+    np.testing.assert_array_equal(inv.numpy(), [1, 0, 1])
+    assert minidl.unique(minidl.zeros(0, 3), dim=0).shape == (0, 3)
+    assert minidl.unique(minidl.zeros(2, 0), dim=1).shape == (2, 0)
+    with pytest.raises(RuntimeError, match="0 sized dimensions"):
+        minidl.unique(minidl.zeros(2, 0), dim=0)
+    with pytest.raises(IndexError):
+        minidl.unique(minidl.tensor(3.0), dim=0)
+
+
+def test_unique_over_a_dim_parity():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    for shape, dim in (((5, 3), 0), ((5, 3), 1), ((4, 2, 3), -1), ((4, 2, 3), 1), ((6,), 0)):
+        a = rng.integers(0, 2, shape)
+        for dt in ("int64", "float64", "bool"):
+            ours = minidl.unique(minidl.tensor(a.astype(dt)), dim=dim, return_inverse=True,
+                                 return_counts=True)
+            theirs = torch.unique(torch.tensor(a.astype(dt)), dim=dim, return_inverse=True,
+                                  return_counts=True)
+            for o, t in zip(ours, theirs):
+                np.testing.assert_array_equal(o.numpy(), t.numpy())

@@ -94,3 +94,37 @@ def test_bad_input_names_what_did_not_fit():
     _ = h * 3  # h is now another op's input: changing it would reroute that op's gradient
     with pytest.raises(RuntimeError, match="already took as an input"):
         h[0] = 0.0
+
+
+# ---- x[advanced index] = tensor of another dtype ----------------------------------------------
+
+def _raises_like_torch(fn_m, fn_t, torch):
+    with pytest.raises(RuntimeError) as theirs:
+        fn_t()
+    with pytest.raises(RuntimeError) as ours:
+        fn_m()
+    return str(theirs.value), str(ours.value)
+
+
+def test_advanced_index_assignment_needs_matching_dtypes():
+    x = minidl.zeros(3, 2)
+    for index in ([0, 1], minidl.tensor([0, 2]), (0, [0, 1]), minidl.tensor(True)):
+        with pytest.raises(RuntimeError, match="Index put requires the source and destination"):
+            x[index] = minidl.tensor(1)
+    with pytest.raises(RuntimeError, match="dtypes match"):
+        x[minidl.tensor([[True, False], [False, True], [True, True]])] = \
+            minidl.tensor([1.0, 2, 3, 4], dtype=minidl.float64)
+    np.testing.assert_array_equal(x.numpy(), np.zeros((3, 2)))  # nothing written
+    x[minidl.tensor(0)] = minidl.tensor(1)  # an integer index: a copy into a view, cast
+    x[:, 1] = minidl.tensor([1, 2, 3])
+    x[minidl.tensor([[True, False], [False, True], [True, True]])] = \
+        minidl.tensor(5.0, dtype=minidl.float64)  # one value under a mask: cast
+    x[minidl.tensor([0])] = 7  # a number: cast
+    np.testing.assert_array_equal(x.numpy(), [[7, 7], [0, 5], [5, 5]])
+
+
+def test_advanced_index_assignment_parity():
+    torch = pytest.importorskip("torch")
+    for index in ([0, 1], (0, [0, 1])):
+        _raises_like_torch(lambda: minidl.zeros(3, 2).__setitem__(index, minidl.tensor(1)),
+                           lambda: torch.zeros(3, 2).__setitem__(index, torch.tensor(1)), torch)

@@ -808,3 +808,102 @@ def test_as_strided_scatter_and_storage_queries():
                      [randn((3, 4)), s])
     with pytest.raises(RuntimeError, match="expected src to have a size equal"):
         minidl.as_strided_scatter(minidl.zeros(3, 4), minidl.zeros(3), (2, 2), (1, 4))
+
+
+# ---- deprecated and low-level top-level names -------------------------------------------------
+
+def test_set_default_tensor_type_sets_dtype_and_device():
+    try:
+        with pytest.warns(UserWarning, match="set_default_tensor_type\\(\\) is deprecated"):
+            minidl.set_default_tensor_type(minidl.DoubleTensor)
+        assert minidl.ones(1).dtype == minidl.float64 and minidl.tensor([1.5]).dtype == \
+            minidl.float64
+        with pytest.warns(UserWarning):
+            minidl.set_default_tensor_type("torch.FloatTensor")
+        assert minidl.ones(1).dtype == minidl.float32
+        with pytest.warns(UserWarning), pytest.raises(TypeError, match="only floating-point"):
+            minidl.set_default_tensor_type(minidl.LongTensor)
+        with pytest.warns(UserWarning), pytest.raises(TypeError, match="invalid type"):
+            minidl.set_default_tensor_type("torch.NoSuchTensor")
+    finally:
+        minidl.set_default_dtype(minidl.float32)
+        minidl.set_default_device("cpu")
+
+
+def test_deprecated_norms_and_helpers_match_torch():
+    torch = pytest.importorskip("torch")
+    a = np.random.default_rng(0).standard_normal((3, 4, 5))
+    with pytest.warns(UserWarning, match="deprecated"):
+        ours = minidl.frobenius_norm(minidl.tensor(a, dtype=minidl.float64), dim=(1, 2))
+    np.testing.assert_allclose(ours.numpy(), torch.frobenius_norm(torch.tensor(a), dim=(1, 2)),
+                               rtol=1e-12)
+    with pytest.warns(UserWarning, match="deprecated"):
+        ours = minidl.nuclear_norm(minidl.tensor(a[0], dtype=minidl.float64))
+    np.testing.assert_allclose(ours.numpy(), torch.nuclear_norm(torch.tensor(a[0])), rtol=1e-12)
+    with pytest.raises(RuntimeError, match="(?s)removed.*linalg.matrix_rank"):
+        minidl.matrix_rank(minidl.eye(3))
+    assert minidl.is_distributed(minidl.ones(1)) is torch.is_distributed(torch.ones(1)) is False
+    w = np.random.default_rng(1).standard_normal((4, 3)) * 2
+    theirs = torch.tensor(w)
+    torch.embedding_renorm_(theirs, torch.tensor([0, 2, 2]), 1.0, 2.0)
+    ours = minidl.tensor(w, dtype=minidl.float64)
+    assert minidl.embedding_renorm_(ours, minidl.tensor([0, 2, 2]), 1.0, 2.0) is ours
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-12)
+
+
+def test_feature_dropout_zeroes_whole_channels():
+    minidl.manual_seed(0)
+    x = minidl.ones(8, 6, 5)
+    y = minidl.feature_dropout(x, 0.5, True).numpy()
+    per_channel = y.reshape(8, 6, -1)
+    assert set(np.unique(per_channel)) <= {0.0, 2.0}
+    assert np.all(per_channel.min(axis=2) == per_channel.max(axis=2))  # whole channels
+    assert 0 < (per_channel[:, :, 0] == 0).mean() < 1
+    assert minidl.feature_dropout(x, 0.5, False) is x
+    z = minidl.ones(2, 3, 4)
+    assert minidl.feature_dropout_(z, 1.0, True) is z and float(z.sum()) == 0.0
+
+
+def test_version_module():
+    assert minidl.version.__version__ == minidl.__version__
+    assert minidl.version.cuda is None or isinstance(minidl.version.cuda, str)
+    assert minidl.version.hip is None
+    if not minidl.cuda.is_available():
+        assert minidl.version.cuda is None or minidl.backend._load_cupy() is not None
+
+
+# ---- poisson, binomial and other small top-level names ----------------------------------------
+
+def test_poisson_and_binomial():
+    rates = minidl.tensor([0.0, 1.0, 50.0], requires_grad=True)
+    minidl.manual_seed(1)
+    draws = minidl.poisson(rates)
+    assert draws.dtype == np.float32 and draws[0].item() == 0.0 and draws.grad_fn is not None
+    draws.sum().backward()
+    assert rates.grad.tolist() == [0.0, 0.0, 0.0]  # torch's zero gradient
+    many = minidl.poisson(minidl.full((20000,), 3.0, dtype=minidl.float64))
+    assert many.dtype == np.float64 and abs(many.mean().item() - 3.0) < 0.06
+    assert abs(many.var().item() - 3.0) < 0.15
+    minidl.manual_seed(1)
+    again = minidl.poisson(rates.detach())
+    np.testing.assert_array_equal(again.numpy(), draws.detach().numpy())  # from minidl's state
+    with pytest.raises(ValueError, match="non-negative"):
+        minidl.poisson(minidl.tensor([-1.0]))
+    with pytest.raises(TypeError, match="int64"):
+        minidl.poisson(minidl.tensor([1, 2]))
+    b = minidl.binomial(minidl.full((20000,), 10.0), minidl.full((20000,), 0.3))
+    assert abs(b.mean().item() - 3.0) < 0.06 and b.max().item() <= 10
+    edge = minidl.binomial(minidl.tensor([10.0, 10.5, -1.0]), minidl.tensor([1.5, 1.0, 0.5]))
+    # as torch's CPU kernel: p >= 1 gives the count as it is, a count <= 0 gives 0
+    assert edge.tolist() == [10.0, 10.5, 0.0]
+
+
+def test_small_top_level_names():
+    assert isinstance(minidl.float32, minidl.dtype) and minidl.GradScaler is minidl.amp.GradScaler
+    assert minidl.get_device_module("cuda") is minidl.cuda
+    with pytest.raises(RuntimeError, match="no device module"):
+        minidl.get_device_module("mps")
+    x = minidl.ones(2)
+    assert not x.is_meta and not x.is_mps and not x.is_quantized and not x.is_nested
+    counts, edges = x.histogram(bins=2)
+    assert counts.tolist() == [0.0, 2.0] and len(edges) == 3

@@ -508,3 +508,68 @@ def test_torch_file_parity_bfloat16_requires_grad_dtype(tmp_path):
     # the converter's reading (a state dict of float arrays) still widens bfloat16
     from minidl.torch_file import read
     assert read(path)["bf"].dtype == np.float32
+# ---- save / load ------------------------------------------------------------------------------
+
+def test_dtypes_saved_as_values_round_trip_in_both_formats(tmp_path):
+    state = {"dtype": minidl.float16, "more": [minidl.bfloat16, minidl.int64, minidl.bool]}
+    for fmt, name in (("minidl", "c.npz"), ("torch", "c.pt")):
+        minidl.save(state, tmp_path / name, format=fmt)
+        back = minidl.load(tmp_path / name)
+        assert back["dtype"] == minidl.float16
+        assert back["more"] == [minidl.bfloat16, minidl.int64, minidl.bool]
+    with pytest.raises(TypeError, match="more/0 is the dtype uint16"):
+        minidl.save({"more": [np.dtype(np.uint16)]}, tmp_path / "bad.npz")
+    assert not (tmp_path / "bad.npz").exists()
+
+
+def test_dtypes_saved_by_minidl_load_in_torch(tmp_path):
+    torch = pytest.importorskip("torch")
+    minidl.save({"dt": minidl.float16, "b": minidl.bfloat16}, tmp_path / "c.pt", format="torch")
+    back = torch.load(tmp_path / "c.pt")  # weights_only=True
+    assert back == {"dt": torch.float16, "b": torch.bfloat16}
+
+
+def test_a_truncated_zip_checkpoint_is_named_as_truncated(tmp_path):
+    path = tmp_path / "c.pt"
+    minidl.save({"w": minidl.ones(100)}, path, format="torch")
+    data = path.read_bytes()
+    for cut in (len(data) // 2, len(data) - 1):
+        path.write_bytes(data[:cut])
+        with pytest.raises(ValueError, match="c.pt.*truncated or corrupt"):
+            minidl.load(path)
+
+
+# ---- torch files minidl reads: conjugate and negative views, dtypes it lacks ------------------
+
+def test_torch_files_with_conjugate_and_negative_views_load_their_values():
+    torch = pytest.importorskip("torch")
+    import tempfile
+    import os
+
+    from minidl.models.convert import read_torch_file
+
+    for make in (lambda z: z.conj(), lambda z: z.conj().imag, lambda z: z):
+        t = make(torch.tensor([1 + 2j, -3 - 0.5j]))
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "c.pt")
+            torch.save({"t": t}, path)
+            ours = minidl.load(path)["t"]
+            arrays = read_torch_file(path)["t"]
+        expected = t.resolve_conj().resolve_neg().numpy()
+        np.testing.assert_array_equal(ours.numpy(), expected)
+        np.testing.assert_array_equal(arrays, expected)
+
+
+def test_torch_files_with_dtypes_or_kinds_minidl_lacks_are_named_so():
+    torch = pytest.importorskip("torch")
+    import tempfile
+    import os
+
+    with tempfile.TemporaryDirectory() as d:
+        for obj, what in ((torch.ones(2).to(torch.float8_e4m3fn), "dtype torch.float8_e4m3fn"),
+                          (torch.empty(2, device="meta"), "a meta tensor")):
+            path = os.path.join(d, "c.pt")
+            torch.save({"w": obj}, path)
+            with pytest.raises(Exception, match=what) as info:
+                minidl.load(path)
+            assert "only tensors and plain containers" not in str(info.value)

@@ -1743,3 +1743,289 @@ def test_unsigned_dtypes():
 def test_unsigned_dtypes_match_torch():
     torch = pytest.importorskip("torch")
     assert _unsigned_script(minidl) == _unsigned_script(torch)
+# ---- out= dtype rules -------------------------------------------------------------------------
+
+INF, NAN = float("inf"), float("nan")
+
+
+def _raises_like_torch(fn_m, fn_t, torch):
+    with pytest.raises(RuntimeError) as theirs:
+        fn_t()
+    with pytest.raises(RuntimeError) as ours:
+        fn_m()
+    return str(theirs.value), str(ours.value)
+
+
+def test_out_dtype_rules_follow_torchs_can_cast():
+    x = minidl.tensor([1, 2, 3], dtype=minidl.int16)
+    out = minidl.zeros(3, dtype=minidl.uint8)
+    assert minidl.add(x, x, out=out) is out  # integer -> another integer: allowed
+    np.testing.assert_array_equal(out.numpy(), [2, 4, 6])
+    with pytest.raises(RuntimeError, match="can't be cast"):
+        minidl.add(x, x, out=minidl.zeros(3, dtype=minidl.bool))
+    with pytest.raises(RuntimeError, match="can't be cast"):
+        minidl.add(x, 0.5, out=minidl.zeros(3, dtype=minidl.int16))
+    s = minidl.zeros((), dtype=minidl.int64)
+    minidl.sum(minidl.tensor([1.5, 2.0]), 0, out=s)  # summed in out's dtype, as torch
+    assert s.item() == 3
+    b = minidl.zeros((), dtype=minidl.bool)
+    minidl.sum(minidl.tensor([True, True]), 0, out=b)
+    assert b.item() is True
+    with pytest.raises(RuntimeError, match="dtype"):
+        minidl.sum(minidl.tensor([1.5, 2.0]), 0, dtype=minidl.float64,
+                   out=minidl.zeros((), dtype=minidl.float32))
+    with pytest.raises(RuntimeError, match="long int"):
+        minidl.argmax(minidl.ones(2), out=minidl.zeros((), dtype=minidl.int32))
+    i = minidl.zeros((), dtype=minidl.int64)
+    assert minidl.argmax(minidl.tensor([1.0, 3.0]), out=i).item() == 1
+    with pytest.raises(RuntimeError, match="dtype"):
+        minidl.matmul(minidl.ones(2, 2), minidl.ones(2, 2), out=minidl.zeros(2, 2,
+                                                                              dtype=minidl.float64))
+
+
+def test_out_dtype_parity():
+    torch = pytest.importorskip("torch")
+    cases = [
+        lambda L: L.add(L.tensor([1, 2], dtype=L.int16), 3, out=L.zeros(2, dtype=L.uint8)),
+        lambda L: L.sum(L.tensor([1.5, 2.0, 2.7]), 0, out=L.zeros((), dtype=L.int64)),
+        lambda L: L.sum(L.tensor([1.5, 2.0]), 0, out=L.zeros((), dtype=L.float64)),
+        lambda L: L.mul(L.tensor([1, -2], dtype=L.int8), 100, out=L.zeros(2, dtype=L.int8)),
+    ]
+    for case in cases:
+        ours, theirs = case(minidl), case(torch)
+        assert str(ours.dtype) == str(theirs.dtype).replace("torch.", "")
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    for bad in (lambda L: L.argmax(L.ones(2), out=L.zeros((), dtype=L.int32)),
+                lambda L: L.matmul(L.ones(2, 2), L.ones(2, 2), out=L.zeros(2, 2, dtype=L.float64)),
+                lambda L: L.add(L.tensor([1]), L.tensor([2]), out=L.zeros(1, dtype=L.bool))):
+        _raises_like_torch(lambda: bad(minidl), lambda: bad(torch), torch)
+
+
+# ---- 16-bit floats with a Python number they cannot hold --------------------------------------
+
+def test_half_tensors_compute_with_a_python_number_in_float32():
+    x = minidl.tensor([0.0, 3000.0, 0.1], dtype=minidl.float16)
+    y = (x * 65536.5).float().numpy()  # 65536.5 is inf in float16: 0 * inf would be NaN
+    assert y[0] == 0.0 and np.isinf(y[1]) and y[2] == pytest.approx(6552.0)
+    assert (x / 1e5).float().numpy()[1] == pytest.approx(0.03, rel=1e-3)  # not x / inf
+    assert (x * 100000).float().numpy()[2] == pytest.approx(10000.0, rel=1e-3)
+    assert (x * 1e-8).float().numpy()[1] == pytest.approx(3e-5, rel=1e-2)  # 1e-8 is 0 there
+    assert (x * 0.1).dtype == minidl.float16
+    z = x.clone()
+    z.div_(1e5)
+    assert z.float().numpy()[1] == pytest.approx(0.03, rel=1e-3)
+    b = minidl.tensor([3000.0], dtype=minidl.bfloat16)
+    assert (b * 0.1).float().item() == 300.0  # 0.1 as a float32, not as a bfloat16
+    w = minidl.tensor([0.0, 2.0], dtype=minidl.float16, requires_grad=True)
+    (w * 65536.5).float().sum().backward()
+    assert w.grad.dtype == minidl.float16
+
+
+def test_half_tensors_with_python_numbers_parity():
+    torch = pytest.importorskip("torch")
+    values = [0.0, 3000.0, 1000.0, 1.5, -2.25, 0.1]
+    for dt in ("float16", "bfloat16"):
+        for fn in (lambda x: x * 65536.5, lambda x: x / 1e5, lambda x: x * 1e-8,
+                   lambda x: x * 1.001, lambda x: x + 0.1, lambda x: 0.1 * x,
+                   lambda x: 70000 - x, lambda x: x.clone().mul_(65536.5),
+                   lambda x: x.clone().div_(1e5), lambda x: x * 100000,
+                   lambda x: x // 0.3, lambda x: x % 0.3, lambda x: x.div(1e5, rounding_mode="trunc")):
+            ours = fn(minidl.tensor(values, dtype=getattr(minidl, dt)))
+            theirs = fn(torch.tensor(values, dtype=getattr(torch, dt)))
+            assert str(ours.dtype) == str(theirs.dtype).replace("torch.", "")
+            np.testing.assert_array_equal(ours.float().numpy(), theirs.float().numpy())
+
+
+# ---- a cast beyond a dtype's range gives inf, without a warning -------------------------------
+
+def test_a_cast_beyond_the_range_gives_inf_without_a_warning():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = minidl.tensor([1e300, -1e300, NAN], dtype=minidl.float64).float()
+        z = minidl.tensor([1e300], dtype=minidl.float64).half()
+    np.testing.assert_array_equal(y.numpy(), [INF, -INF, NAN])
+    assert np.isinf(z.float().item())
+
+
+# ---- the unsigned dtypes uint16/uint32/uint64: the ops torch 2.13 has no kernel of are refused ---
+
+WIDE = ["uint16", "uint32", "uint64"]
+
+
+def _wide(name):
+    return minidl.from_numpy(np.array([[3, 1], [2, 5]], dtype=name))
+
+
+# each op torch 2.13 has no CPU kernel of for uint16/32/64 (its NotImplementedError)
+_REFUSED = {
+    "max()": lambda x: x.max(),
+    "max(dim)": lambda x: x.max(0),
+    "min()": lambda x: x.min(),
+    "min(dim)": lambda x: minidl.min(x, 1),
+    "max(a, b)": lambda x: minidl.max(x, x),
+    "argmax": lambda x: x.argmax(),
+    "argmin": lambda x: minidl.argmin(x, 0),
+    "amax": lambda x: x.amax(),
+    "amin": lambda x: minidl.amin(x),
+    "aminmax": lambda x: minidl.aminmax(x),
+    "clamp": lambda x: x.clamp(1, 3),
+    "clamp(min=)": lambda x: minidl.clamp(x, min=1),
+    "minimum": lambda x: minidl.minimum(x, x),
+    "maximum": lambda x: x.maximum(x),
+    "sum(dtype=)": lambda x: x.sum(dtype=x.dtype),
+    "float sum(dtype=uint)": lambda x: minidl.ones(2).sum(dtype=x.dtype),
+    "prod(dtype=)": lambda x: minidl.prod(x, dtype=x.dtype),
+    "cumsum(dtype=)": lambda x: minidl.cumsum(x, 0, dtype=x.dtype),
+    "arange": lambda x: minidl.arange(5, dtype=x.dtype),
+    "eye": lambda x: minidl.eye(2, dtype=x.dtype),
+    "linspace": lambda x: minidl.linspace(0, 4, 5, dtype=x.dtype),
+    "count_nonzero": lambda x: minidl.count_nonzero(x),
+    "topk": lambda x: x.topk(1),
+    "tril": lambda x: minidl.tril(x),
+    "triu": lambda x: minidl.triu(x),
+    "trace": lambda x: minidl.trace(x),
+    "masked_fill": lambda x: x.masked_fill(minidl.tensor([[True, False], [False, True]]), 7),
+    "cummax": lambda x: minidl.cummax(x, 0),
+    "cummin": lambda x: minidl.cummin(x, 0),
+    "median": lambda x: x.median(),
+    "nanmedian": lambda x: minidl.nanmedian(x),
+    "kthvalue": lambda x: minidl.kthvalue(x, 1),
+    "mode": lambda x: minidl.mode(x),
+}
+
+
+@pytest.mark.parametrize("dtype", WIDE)
+@pytest.mark.parametrize("op", sorted(_REFUSED))
+def test_wide_unsigned_ops_torch_has_no_kernel_of_are_refused(op, dtype):
+    """These computed a result for uint16/32/64 (max, argmax, clamp, minimum, sum(dtype=),
+    arange, eye, count_nonzero, ...) where torch 2.13 has no kernel and raises
+    NotImplementedError."""
+    with pytest.raises(NotImplementedError, match="not implemented for 'UInt"):
+        _REFUSED[op](_wide(dtype))
+
+
+@pytest.mark.parametrize("op", sorted(_REFUSED))
+def test_wide_unsigned_refusals_match_torch(op):
+    torch = pytest.importorskip("torch")
+    t = torch.tensor([[3, 1], [2, 5]]).to(torch.uint32)
+    torch_ops = {
+        "max()": lambda: t.max(), "max(dim)": lambda: t.max(0), "min()": lambda: t.min(),
+        "min(dim)": lambda: torch.min(t, 1), "max(a, b)": lambda: torch.max(t, t),
+        "argmax": lambda: t.argmax(), "argmin": lambda: torch.argmin(t, 0),
+        "amax": lambda: t.amax(), "amin": lambda: torch.amin(t),
+        "aminmax": lambda: torch.aminmax(t), "clamp": lambda: t.clamp(1, 3),
+        "clamp(min=)": lambda: torch.clamp(t, min=1), "minimum": lambda: torch.minimum(t, t),
+        "maximum": lambda: t.maximum(t), "sum(dtype=)": lambda: t.sum(dtype=t.dtype),
+        "float sum(dtype=uint)": lambda: torch.ones(2).sum(dtype=t.dtype),
+        "prod(dtype=)": lambda: torch.prod(t, dtype=t.dtype),
+        "cumsum(dtype=)": lambda: torch.cumsum(t, 0, dtype=t.dtype),
+        "arange": lambda: torch.arange(5, dtype=t.dtype),
+        "eye": lambda: torch.eye(2, dtype=t.dtype),
+        "linspace": lambda: torch.linspace(0, 4, 5, dtype=t.dtype),
+        "count_nonzero": lambda: torch.count_nonzero(t), "topk": lambda: t.topk(1),
+        "tril": lambda: torch.tril(t), "triu": lambda: torch.triu(t),
+        "trace": lambda: torch.trace(t),
+        "masked_fill": lambda: t.masked_fill(torch.tensor([[True, False], [False, True]]), 7),
+        "cummax": lambda: torch.cummax(t, 0), "cummin": lambda: torch.cummin(t, 0),
+        "median": lambda: t.median(), "nanmedian": lambda: torch.nanmedian(t),
+        "kthvalue": lambda: torch.kthvalue(t, 1),
+        "mode": lambda: torch.mode(t),
+    }
+    with pytest.raises(NotImplementedError, match="not implemented for 'UInt32'"):
+        torch_ops[op]()
+    with pytest.raises(NotImplementedError, match="not implemented for 'UInt32'"):
+        _REFUSED[op](_wide("uint32"))
+
+
+@pytest.mark.parametrize("dtype", WIDE)
+def test_wide_unsigned_ops_torch_has_still_work(dtype):
+    x = _wide(dtype)
+    np.testing.assert_array_equal(x.flip(0).numpy(), [[2, 5], [3, 1]])
+    assert x.flip(0).dtype == np.dtype(dtype)
+    assert x.sum().item() == 11 and x.sum().dtype == minidl.int64
+    np.testing.assert_array_equal(minidl.sort(x).values.numpy(), [[1, 3], [2, 5]])
+    # with a float operand the maximum is taken in float, as torch's
+    f = minidl.tensor([[1.5, 0.5], [9.0, 0.0]])
+    for got in (minidl.max(x, f), x.max(f), minidl.maximum(x, f), x.clamp(f)):
+        assert got.dtype == minidl.float32
+    np.testing.assert_array_equal(x.max(f).numpy(), [[3.0, 1.0], [9.0, 5.0]])
+    # uint8 keeps every op
+    u8 = minidl.tensor([[3, 1], [2, 5]], dtype=minidl.uint8)
+    assert u8.max().item() == 5 and u8.argmax().item() == 3
+    np.testing.assert_array_equal(u8.clamp(2, 4).numpy(), [[3, 2], [2, 4]])
+    np.testing.assert_array_equal(minidl.arange(3, dtype=minidl.uint8).numpy(), [0, 1, 2])
+    assert minidl.count_nonzero(u8).item() == 4
+
+
+# ---- in-place ops whose result the tensor cannot hold -----------------------------------------
+
+@pytest.mark.parametrize("dtype", ["int16", "uint8", "bool"])
+@pytest.mark.parametrize("name", ["sqrt_", "exp_", "sigmoid_", "reciprocal_", "tanh_", "log_"])
+def test_float_in_place_ops_refuse_integer_and_bool_tensors(name, dtype):
+    x = minidl.tensor([1, 2, 3]).to(getattr(minidl, dtype))
+    before = x.numpy().copy()
+    with pytest.raises(RuntimeError, match="can't be cast to the desired output type"):
+        getattr(x, name)()
+    np.testing.assert_array_equal(x.numpy(), before)  # nothing written
+
+
+def test_integer_results_refused_by_bool_tensors_in_place():
+    with pytest.raises(RuntimeError, match="can't be cast"):
+        minidl.tensor([True, False]).square_()
+    with pytest.raises(RuntimeError, match="can't be cast"):
+        minidl.tensor([True, False]).clamp_(min=0)
+    x = minidl.tensor([1, 2, 3])
+    with pytest.raises(RuntimeError, match="can't be cast"):
+        x.clamp_(min=1.5)  # a float result into an int64 tensor
+    np.testing.assert_array_equal(x.numpy(), [1, 2, 3])
+    x.masked_fill_(minidl.tensor([True, False, True]), 2.5)  # the value is cast, as torch
+    np.testing.assert_array_equal(x.numpy(), [2, 2, 2])
+    y = minidl.tensor([1, 2], dtype=minidl.int8)
+    y.square_()
+    assert y.dtype == minidl.int8
+
+
+def test_float64_in_place_with_a_bool_or_complex_number_follows_the_op():
+    x = minidl.tensor([1.0, 2.0], dtype=minidl.float64)
+    with pytest.raises(RuntimeError, match="bool tensor is not supported"):
+        x.sub_(True)
+    with pytest.raises(RuntimeError, match="can't be cast"):
+        x.add_(1j)
+    np.testing.assert_array_equal(x.numpy(), [1.0, 2.0])
+    x.add_(True)
+    np.testing.assert_array_equal(x.numpy(), [2.0, 3.0])
+
+
+def test_in_place_result_type_parity():
+    torch = pytest.importorskip("torch")
+    for name in ("sqrt_", "exp_", "sigmoid_"):
+        t, o = _raises_like_torch(lambda: getattr(minidl.tensor([4], dtype=minidl.int16), name)(),
+                                  lambda: getattr(torch.tensor([4], dtype=torch.int16), name)(),
+                                  torch)
+        assert "can't be cast to the desired output type" in t and \
+            "can't be cast to the desired output type" in o
+    _raises_like_torch(lambda: minidl.tensor([True]).square_(),
+                       lambda: torch.tensor([True]).square_(), torch)
+    _raises_like_torch(lambda: minidl.tensor([1.0], dtype=minidl.float64).sub_(True),
+                       lambda: torch.tensor([1.0], dtype=torch.float64).sub_(True), torch)
+
+
+# ---- in-place ops refuse a result that broadcasts beyond the tensor ---------------------------
+
+def test_in_place_result_of_a_wider_shape_is_refused():
+    x = minidl.ones(3)
+    for fn in (lambda: x.pow_(minidl.ones(1, 3)), lambda: x.clamp_(min=minidl.zeros(2, 3)),
+               lambda: x.masked_fill_(minidl.ones(2, 3, dtype=minidl.bool), 1.0),
+               lambda: x.atan2_(minidl.ones(1, 3))):
+        with pytest.raises(RuntimeError, match="doesn't match the broadcast shape"):
+            fn()
+    np.testing.assert_array_equal(x.numpy(), np.ones(3))
+    assert minidl.ones(2, 3).pow_(minidl.ones(3)).shape == (2, 3)
+
+
+def test_in_place_wider_shape_parity():
+    torch = pytest.importorskip("torch")
+    _raises_like_torch(lambda: minidl.ones(3).pow_(minidl.ones(1, 3)),
+                       lambda: torch.ones(3).pow_(torch.ones(1, 3)), torch)

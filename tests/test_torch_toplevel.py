@@ -317,3 +317,91 @@ def test_backends_refuse_misspelt_matmul_switch_and_have_torchs_helpers():
     with b.cudnn.flags(enabled=False, benchmark=True):
         assert b.cudnn.enabled is False and b.cudnn.benchmark is True
     assert (b.cudnn.enabled, b.cudnn.benchmark) == (enabled, bench)
+# ---- torch's legacy Tensor constructor --------------------------------------------------------
+
+def test_tensor_class_takes_sizes_as_torch_tensor():
+    t = minidl.Tensor(2, 3)
+    assert t.shape == (2, 3) and t.dtype == minidl.float32 and not t.requires_grad
+    assert minidl.Tensor(2, 3, 4, 5, 6).shape == (2, 3, 4, 5, 6)
+    w = minidl.nn.Parameter(minidl.Tensor(4, 3))  # the custom-layer idiom
+    minidl.nn.init.kaiming_uniform_(w, a=5 ** 0.5)
+    assert w.shape == (4, 3) and w.requires_grad and np.isfinite(w.numpy()).all()
+    # Tensor(list) keeps minidl.tensor's dtypes (ints stay int64; torch.Tensor gives floats):
+    # the class is also minidl's internal constructor, which takes lists of indices
+    assert minidl.Tensor([1, 2]).dtype == minidl.int64
+    with pytest.raises(TypeError, match="expected non-negative ints"):
+        minidl.Tensor(2, -3)
+    with pytest.raises(TypeError, match="unexpected arguments"):
+        minidl.Tensor(np.ones(2), False, None, None, 7)
+    try:
+        import torch
+    except ImportError:
+        return
+    assert tuple(torch.Tensor(2, 3).shape) == minidl.Tensor(2, 3).shape
+
+
+# ---- legacy tensor types ----------------------------------------------------------------------
+
+def test_legacy_types_construct_check_and_cast():
+    assert minidl.FloatTensor(2, 3).shape == (2, 3) and minidl.FloatTensor(2, 3).dtype == np.float32
+    assert minidl.LongTensor([1, 2]).tolist() == [1, 2] and minidl.LongTensor([1, 2]).dtype == np.int64
+    assert minidl.DoubleTensor(minidl.Size([4])).shape == (4,)  # a Size gives sizes
+    assert minidl.FloatTensor((2, 3)).tolist() == [2.0, 3.0]  # a plain tuple gives data
+    assert minidl.FloatTensor().shape == (0,)
+    x = minidl.ones(2)
+    assert minidl.FloatTensor(x) is x
+    assert isinstance(x, minidl.FloatTensor) and not isinstance(x, minidl.LongTensor)
+    assert not isinstance(x, minidl.cuda.FloatTensor) and not isinstance(np.ones(2), minidl.FloatTensor)
+    assert x.type() == "minidl.FloatTensor"
+    assert x.type(minidl.LongTensor).dtype == np.int64
+    assert x.type("torch.IntTensor").dtype == np.int32
+    assert x.type("torch.DoubleTensor").dtype == np.float64
+    with pytest.raises(TypeError, match="expected a float32 tensor"):
+        minidl.FloatTensor(minidl.ones(2, dtype=minidl.float64))
+    with pytest.raises(TypeError, match="sequence"):
+        minidl.FloatTensor(2.5)
+    with pytest.raises(ValueError, match="negative size"):
+        minidl.FloatTensor(-1)
+    with pytest.raises(ValueError, match="invalid type"):
+        x.type("torch.NoSuchTensor")
+    assert repr(minidl.FloatTensor) == "<class 'minidl.FloatTensor'>"
+    torch = pytest.importorskip("torch")
+    for name in ("FloatTensor", "DoubleTensor", "HalfTensor", "LongTensor", "IntTensor",
+                 "ShortTensor", "CharTensor", "ByteTensor", "BoolTensor", "BFloat16Tensor"):
+        ours, theirs = getattr(minidl, name)([1, 0]), getattr(torch, name)([1, 0])
+        assert str(theirs.dtype).replace("torch.", "") == str(ours.dtype), name
+        assert theirs.type().replace("torch.", "") == ours.type().replace("minidl.", "")
+
+
+# ---- float32 matmul precision and deterministic algorithms ------------------------------------
+
+def test_float32_matmul_precision_drives_tf32_as_torch():
+    torch = pytest.importorskip("torch")
+    before = minidl.backends.cuda.matmul.allow_tf32
+    precisions = minidl.get_float32_matmul_precision(), torch.get_float32_matmul_precision()
+    try:
+        for p in ("high", "medium", "highest"):
+            minidl.set_float32_matmul_precision(p)
+            torch.set_float32_matmul_precision(p)
+            assert minidl.get_float32_matmul_precision() == torch.get_float32_matmul_precision()
+            assert minidl.backends.cuda.matmul.allow_tf32 == (p != "highest")
+        with pytest.raises(RuntimeError, match="Invalid precision"):
+            minidl.set_float32_matmul_precision("fast")
+    finally:  # both libraries as the test found them, even when an assertion failed
+        minidl.set_float32_matmul_precision(precisions[0])
+        torch.set_float32_matmul_precision(precisions[1])
+        minidl.backends.cuda.matmul.allow_tf32 = before
+
+
+def test_deterministic_algorithms_switch():
+    assert not minidl.are_deterministic_algorithms_enabled()
+    minidl.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        assert minidl.are_deterministic_algorithms_enabled()
+        assert minidl.is_deterministic_algorithms_warn_only_enabled()
+        assert minidl.backends.cudnn.deterministic is True
+    finally:
+        minidl.use_deterministic_algorithms(False)
+    assert not minidl.backends.cudnn.deterministic
+    with pytest.raises(TypeError, match="bool"):
+        minidl.use_deterministic_algorithms("yes")

@@ -15,6 +15,7 @@ import minidl.nn.functional as F
 from minidl.testing import gradcheck
 
 import _fake_gpu
+import minidl.nn.attention as attention
 
 try:
     import torch
@@ -858,3 +859,79 @@ def test_sdpa_mask_dtype_and_activation_name_errors_as_torch():
     both_raise(lambda: nn.TransformerEncoderLayer(4, 2, activation="tanh"),
                lambda: torch.nn.TransformerEncoderLayer(4, 2, activation="tanh"),
                [RuntimeError, ValueError], "activation should be relu/gelu, not tanh")
+# ---- attention masks whose dtype differs from the query's -------------------------------------
+
+@pytest.mark.parametrize("which", ["key_padding_mask", "attn_mask"])
+def test_attention_float_mask_of_another_dtype_than_the_query_is_refused(which):
+    """MultiheadAttention took a float64 key_padding_mask (or attn_mask) with a float32
+    query; torch refuses it (its baddbmm: "Input dtypes must be the same"), in the module, in
+    F.multi_head_attention_forward and (already) in F.scaled_dot_product_attention."""
+    import minidl.nn.functional as F
+
+    mha = minidl.nn.MultiheadAttention(4, 2)
+    q = minidl.randn(3, 2, 4)
+    bad = {"key_padding_mask": minidl.zeros(2, 3, dtype=minidl.float64),
+           "attn_mask": minidl.zeros(3, 3, dtype=minidl.float64)}[which]
+    with pytest.raises(RuntimeError, match=f"{which} must have the query's dtype"):
+        mha(q, q, q, **{which: bad})
+    mha.eval()
+    with minidl.no_grad(), pytest.raises(RuntimeError, match="float32.*got float64"):
+        mha(q, q, q, **{which: bad})
+    with pytest.raises(RuntimeError, match="multi_head_attention_forward: .*dtype"):
+        F.multi_head_attention_forward(
+            q, q, q, 4, 2, mha.in_proj_weight, mha.in_proj_bias, None, None, False, 0.0,
+            mha.out_proj.weight, mha.out_proj.bias, **{which: bad})
+    ok = {"key_padding_mask": minidl.zeros(2, 3), "attn_mask": minidl.zeros(3, 3)}[which]
+    assert mha(q, q, q, **{which: ok})[0].shape == (3, 2, 4)  # the query's dtype: fine
+    assert mha(q, q, q, **{which: ok > 0})[0].shape == (3, 2, 4)  # bool: fine
+    qs = minidl.randn(2, 2, 3, 4)
+    with pytest.raises(RuntimeError, match="attn_mask dtype"):
+        F.scaled_dot_product_attention(qs, qs, qs, attn_mask=minidl.zeros(3, 3,
+                                                                           dtype=minidl.float64))
+
+
+def test_attention_mask_dtypes_follow_torch_where_the_masks_merge_or_weights_are_not_asked():
+    """The dtype check above was first made per mask, which refused what torch runs: a float32
+    attn_mask beside a bool key_padding_mask with a float64 query (torch adds the two masks,
+    which promotes to float64), and any float mask with need_weights=False (torch's attention
+    then takes it as it is). Each case as torch 2.13 answers it."""
+    mha = minidl.nn.MultiheadAttention(4, 2).double()
+    q = minidl.randn(3, 2, 4, dtype=minidl.float64)
+    am, kpm_f = minidl.zeros(3, 3), minidl.zeros(2, 3)
+    kpm_b = minidl.tensor([[False, False, True]] * 2)
+    runs = {"am": dict(attn_mask=am), "kpm": dict(key_padding_mask=kpm_f),
+            "am+kpm bool": dict(attn_mask=am, key_padding_mask=kpm_b),
+            "am+kpm f32": dict(attn_mask=am, key_padding_mask=kpm_f),
+            "am, no weights": dict(attn_mask=am, need_weights=False),
+            "am+kpm bool, no weights": dict(attn_mask=am, key_padding_mask=kpm_b,
+                                            need_weights=False)}
+    torch_answers = {"am": False, "kpm": False, "am+kpm bool": True, "am+kpm f32": False,
+                     "am, no weights": True, "am+kpm bool, no weights": True}
+    for case, kw in runs.items():
+        try:
+            mha(q, q, q, **kw)
+            ran = True
+        except RuntimeError as e:
+            assert "dtype" in str(e)
+            ran = False
+        assert ran == torch_answers[case], case
+
+
+# ---- nn.attention.sdpa_kernel -----------------------------------------------------------------
+
+def test_sdpa_kernel_records_the_choice_and_keeps_the_result():
+    q = minidl.randn(1, 2, 4, 8)
+    plain = minidl.nn.functional.scaled_dot_product_attention(q, q, q).numpy()
+    with attention.sdpa_kernel([attention.SDPBackend.FLASH_ATTENTION,
+                                attention.SDPBackend.MATH]):
+        assert attention.current_sdpa_backends() == [attention.SDPBackend.FLASH_ATTENTION,
+                                                     attention.SDPBackend.MATH]
+        inside = minidl.nn.functional.scaled_dot_product_attention(q, q, q).numpy()
+    np.testing.assert_array_equal(inside, plain)
+    assert attention.SDPBackend.ERROR not in attention.current_sdpa_backends()
+    with pytest.raises(AssertionError, match="SDPBackend"):
+        with attention.sdpa_kernel("flash"):
+            pass
+    torch = pytest.importorskip("torch")
+    for b in attention.SDPBackend:
+        assert int(getattr(torch.nn.attention.SDPBackend, b.name)) == int(b)

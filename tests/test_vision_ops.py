@@ -558,3 +558,62 @@ def test_roi_modules_and_bad_boxes():
     for ratio in (2, -1):
         nan_box = ops.roi_align(x, _t([[0, np.nan, 0, 2, 2]]), 2, sampling_ratio=ratio)
         assert np.array_equal(nan_box.numpy(), np.zeros((1, 2, 2, 2)))
+
+
+# ---- vision.ops: NMS --------------------------------------------------------------------------
+
+def f64(x, requires_grad=False):
+    return minidl.tensor(np.asarray(x, dtype=np.float64), dtype=minidl.float64,
+                         requires_grad=requires_grad)
+
+
+def _rand(*shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+def test_nms_puts_a_nan_score_first_as_torchs_descending_sort():
+    """NMS ordered the boxes by np.argsort(-scores), which puts a NaN score last; torchvision
+    sorts with torch's descending sort, where NaN ranks above every number, so the NaN-scored
+    box is kept first and suppresses its overlaps (batched_nms's final order too)."""
+    from minidl.vision import ops
+    boxes = minidl.tensor([[0, 0, 10, 10], [0, 0, 10, 10], [1, 1, 11, 11.]])
+    scores = minidl.tensor([1.0, float("nan"), 2.0])
+    assert ops.nms(boxes, scores, 0.5).tolist() == [1]
+    assert ops.batched_nms(boxes, scores, minidl.tensor([0, 1, 2]), 0.5).tolist() == [1, 2, 0]
+    inf_and_nan = minidl.tensor([1.0, float("inf"), float("nan")])
+    assert ops.nms(boxes, inf_and_nan, 0.99).tolist() == [2, 1]
+
+
+def test_nms_of_empty_boxes_gives_no_warning():
+    """Two zero-area boxes divided 0 by 0 for their IoU with NumPy's RuntimeWarning; the NaN
+    IoU suppresses nothing, silently, as torchvision's kernel."""
+    import warnings
+
+    from minidl.vision import ops
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        keep = ops.nms(minidl.tensor([[0, 0, 0, 0.], [0, 0, 0, 0.]]), minidl.tensor([1., 2.]), 0.5)
+    assert keep.tolist() == [1, 0]
+
+
+# ---- vision.ops: RoI poolings with no bins ----------------------------------------------------
+
+@pytest.mark.parametrize("op", ["roi_align", "roi_pool"])
+def test_roi_ops_with_zero_output_size_give_an_empty_output(op):
+    """roi_align with output_size 0 raised NumPy's "cannot reshape array of size 0" (after
+    divide-by-zero warnings), roi_pool warned; torchvision's kernels give an empty
+    (K, C, 0, 0) output, whose gradient is zeros. A negative size is refused, naming it."""
+    import warnings
+
+    from minidl.vision import ops
+    x = f64(_rand(2, 3, 6, 6), requires_grad=True)
+    boxes = f64([[0, 0, 0, 3, 3], [1, 1, 1, 4, 5]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = getattr(ops, op)(x, boxes, 0)
+        assert y.shape == (2, 3, 0, 0)
+        y.sum().backward()
+    assert x.grad.shape == x.shape and not x.grad.numpy().any()
+    assert getattr(ops, op)(x, boxes, (0, 2)).shape == (2, 3, 0, 2)
+    with pytest.raises(ValueError, match="output_size"):
+        getattr(ops, op)(x, boxes, -1)

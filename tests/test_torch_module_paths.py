@@ -174,84 +174,15 @@ def test_collect_env_prints_the_report():
     assert get_env_info()["minidl"] == minidl.__version__
 
 
-# ---- deprecated and low-level top-level names ------------------------------------------------
-def test_set_default_tensor_type_sets_dtype_and_device():
+# ---- the cuDNN and MPS flags a script sets ----------------------------------------------------
+
+def test_backend_flags_a_script_sets():
+    minidl.backends.cudnn.benchmark = True  # torch scripts set it; minidl takes it
     try:
-        with pytest.warns(UserWarning, match="set_default_tensor_type\\(\\) is deprecated"):
-            minidl.set_default_tensor_type(minidl.DoubleTensor)
-        assert minidl.ones(1).dtype == minidl.float64 and minidl.tensor([1.5]).dtype == \
-            minidl.float64
-        with pytest.warns(UserWarning):
-            minidl.set_default_tensor_type("torch.FloatTensor")
-        assert minidl.ones(1).dtype == minidl.float32
-        with pytest.warns(UserWarning), pytest.raises(TypeError, match="only floating-point"):
-            minidl.set_default_tensor_type(minidl.LongTensor)
-        with pytest.warns(UserWarning), pytest.raises(TypeError, match="invalid type"):
-            minidl.set_default_tensor_type("torch.NoSuchTensor")
+        assert minidl.backends.cudnn.benchmark is True
     finally:
-        minidl.set_default_dtype(minidl.float32)
-        minidl.set_default_device("cpu")
-
-
-def test_deprecated_norms_and_helpers_match_torch():
-    torch = pytest.importorskip("torch")
-    a = np.random.default_rng(0).standard_normal((3, 4, 5))
-    with pytest.warns(UserWarning, match="deprecated"):
-        ours = minidl.frobenius_norm(minidl.tensor(a, dtype=minidl.float64), dim=(1, 2))
-    np.testing.assert_allclose(ours.numpy(), torch.frobenius_norm(torch.tensor(a), dim=(1, 2)),
-                               rtol=1e-12)
-    with pytest.warns(UserWarning, match="deprecated"):
-        ours = minidl.nuclear_norm(minidl.tensor(a[0], dtype=minidl.float64))
-    np.testing.assert_allclose(ours.numpy(), torch.nuclear_norm(torch.tensor(a[0])), rtol=1e-12)
-    with pytest.raises(RuntimeError, match="(?s)removed.*linalg.matrix_rank"):
-        minidl.matrix_rank(minidl.eye(3))
-    assert minidl.is_distributed(minidl.ones(1)) is torch.is_distributed(torch.ones(1)) is False
-    w = np.random.default_rng(1).standard_normal((4, 3)) * 2
-    theirs = torch.tensor(w)
-    torch.embedding_renorm_(theirs, torch.tensor([0, 2, 2]), 1.0, 2.0)
-    ours = minidl.tensor(w, dtype=minidl.float64)
-    assert minidl.embedding_renorm_(ours, minidl.tensor([0, 2, 2]), 1.0, 2.0) is ours
-    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-12)
-
-
-def test_feature_dropout_zeroes_whole_channels():
-    minidl.manual_seed(0)
-    x = minidl.ones(8, 6, 5)
-    y = minidl.feature_dropout(x, 0.5, True).numpy()
-    per_channel = y.reshape(8, 6, -1)
-    assert set(np.unique(per_channel)) <= {0.0, 2.0}
-    assert np.all(per_channel.min(axis=2) == per_channel.max(axis=2))  # whole channels
-    assert 0 < (per_channel[:, :, 0] == 0).mean() < 1
-    assert minidl.feature_dropout(x, 0.5, False) is x
-    z = minidl.ones(2, 3, 4)
-    assert minidl.feature_dropout_(z, 1.0, True) is z and float(z.sum()) == 0.0
-
-
-def test_version_module():
-    assert minidl.version.__version__ == minidl.__version__
-    assert minidl.version.cuda is None or isinstance(minidl.version.cuda, str)
-    assert minidl.version.hip is None
-    if not minidl.cuda.is_available():
-        assert minidl.version.cuda is None or minidl.backend._load_cupy() is not None
-
-
-# ---- torch's legacy Tensor constructor ----------------------------------------------------------
-def test_tensor_class_takes_sizes_as_torch_tensor():
-    t = minidl.Tensor(2, 3)
-    assert t.shape == (2, 3) and t.dtype == minidl.float32 and not t.requires_grad
-    assert minidl.Tensor(2, 3, 4, 5, 6).shape == (2, 3, 4, 5, 6)
-    w = minidl.nn.Parameter(minidl.Tensor(4, 3))  # the custom-layer idiom
-    minidl.nn.init.kaiming_uniform_(w, a=5 ** 0.5)
-    assert w.shape == (4, 3) and w.requires_grad and np.isfinite(w.numpy()).all()
-    # Tensor(list) keeps minidl.tensor's dtypes (ints stay int64; torch.Tensor gives floats):
-    # the class is also minidl's internal constructor, which takes lists of indices
-    assert minidl.Tensor([1, 2]).dtype == minidl.int64
-    with pytest.raises(TypeError, match="expected non-negative ints"):
-        minidl.Tensor(2, -3)
-    with pytest.raises(TypeError, match="unexpected arguments"):
-        minidl.Tensor(np.ones(2), False, None, None, 7)
-    try:
-        import torch
-    except ImportError:
-        return
-    assert tuple(torch.Tensor(2, 3).shape) == minidl.Tensor(2, 3).shape
+        minidl.backends.cudnn.benchmark = False
+    assert minidl.backends.mps.is_available() is False and minidl.backends.mps.is_built() is False
+    device = ("cuda" if minidl.cuda.is_available() else
+              "mps" if minidl.backends.mps.is_available() else "cpu")
+    assert minidl.ones(2, device=device).device == device
