@@ -323,6 +323,30 @@ def test_add_relu_kernel(dtype, size):
     np.testing.assert_array_equal(cpu.add_relu(a[::2], b[::2]), ref[::2])  # strided views
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_add_relu_op_uses_the_kernel_both_ways(monkeypatch, dtype):
+    """F.add_relu (ResNet's residual add) runs the one-pass kernel forward and relu_backward's
+    kernel backward on the CPU, with the gradient of relu(a + b) for both inputs."""
+    import minidl
+    import minidl.nn.functional as F
+    from minidl.backend import cpu as cpu_kernels
+
+    calls = []
+    for name in ("add_relu", "relu_backward"):
+        fn = getattr(cpu_kernels, name)
+        monkeypatch.setattr(cpu_kernels, name, lambda *a, _fn=fn, _n=name: calls.append(_n) or _fn(*a))
+    rng = np.random.default_rng(7)
+    a, b, g = (rng.standard_normal((2, 3, 4, 4)).astype(dtype) for _ in range(3))
+    ma, mb = (minidl.tensor(v, dtype=getattr(minidl, dtype), requires_grad=True) for v in (a, b))
+    y = F.add_relu(ma, mb)
+    (y * minidl.tensor(g, dtype=getattr(minidl, dtype))).sum().backward()
+    assert calls == ["add_relu", "relu_backward"]
+    np.testing.assert_array_equal(y.numpy(), np.maximum(a + b, 0))
+    expected = np.where(a + b > 0, g, 0)
+    np.testing.assert_array_equal(ma.grad.numpy(), expected)
+    np.testing.assert_array_equal(mb.grad.numpy(), expected)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(6, 4), (40, 300)])  # fused kernel, numpy path
 def test_softmax_cross_entropy_kernels(dtype, shape):
