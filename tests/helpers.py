@@ -1,8 +1,10 @@
-"""Shared test helpers: float64 leaves for gradient checks, inputs with distinct values, and
-slow reference implementations that are obviously correct (nested loops)."""
+"""Shared test helpers: float64 leaves for gradient checks, inputs with distinct values, slow
+reference implementations that are obviously correct (nested loops), and the comparisons
+with torch that many files make (``same``, ``both_raise``, ``load_from``)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import minidl
 
@@ -138,3 +140,43 @@ def put_back_quantized_engine():
         import torch
 
         torch.backends.quantized.engine = _ENGINE_FOUND.pop()
+
+
+# ---- comparisons with torch (torch is not imported here: files that run without it use the rest)
+def f64_tensor(a, requires_grad=False):
+    return minidl.tensor(np.asarray(a), dtype=minidl.float64, requires_grad=requires_grad)
+
+
+def same(mine, theirs, what="", atol=1e-9, rtol=1e-7):
+    """minidl's result equals torch's (a Tensor of either framework, or an array): the same
+    shape and dtype, and values within atol/rtol, NaN where torch has NaN."""
+    a = mine.numpy() if isinstance(mine, minidl.Tensor) else np.asarray(mine)
+    b = theirs.detach().numpy() if _is_torch_tensor(theirs) else np.asarray(theirs)
+    assert a.shape == b.shape, f"{what}: shape {a.shape} vs torch's {b.shape}"
+    assert str(a.dtype) == str(b.dtype), f"{what}: dtype {a.dtype} vs torch's {b.dtype}"
+    np.testing.assert_allclose(a, b, atol=atol, rtol=rtol, equal_nan=True, err_msg=what)
+
+
+def _is_torch_tensor(value):
+    return type(value).__module__.startswith("torch") and hasattr(value, "detach")
+
+
+def load_from(tm, mm):
+    """Load torch module ``tm``'s state into minidl module ``mm``; returns ``mm``."""
+    mm.load_state_dict({k: v.detach().numpy() for k, v in tm.state_dict().items()})
+    return mm
+
+
+def both_raise(fm, ft, mine_types, match=None):
+    """torch raises; minidl raises an error that is also each of ``mine_types``."""
+    with pytest.raises(Exception) as te:
+        ft()
+    with pytest.raises(Exception) as me:
+        fm()
+    assert isinstance(me.value, tuple(mine_types)), (type(me.value), te.value)
+    for cls in mine_types:
+        assert isinstance(me.value, cls), f"{type(me.value).__name__} is not a {cls.__name__}"
+    assert isinstance(me.value, type(te.value)) or type(te.value) is AssertionError, (
+        f"minidl raised {type(me.value).__name__}, torch {type(te.value).__name__}")
+    if match:
+        assert match in str(me.value), str(me.value)

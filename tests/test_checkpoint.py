@@ -9,6 +9,7 @@ import pytest
 import minidl
 import minidl.nn as nn
 from minidl.utils.checkpoint import checkpoint, checkpoint_sequential
+from helpers import same
 
 try:
     import torch
@@ -262,14 +263,6 @@ def test_checkpoint_with_dropout_on_cuda():
 
 
 # ---- checkpoint against torch's: closures, mixed and nested outputs, custom functions (an audit) ----
-def same(mine, theirs, what="", atol=1e-9, rtol=1e-7):
-    a = mine.numpy() if isinstance(mine, minidl.Tensor) else np.asarray(mine)
-    b = theirs.detach().numpy() if isinstance(theirs, torch.Tensor) else np.asarray(theirs)
-    assert a.shape == b.shape, f"{what}: shape {a.shape} vs torch's {b.shape}"
-    assert str(a.dtype) == str(b.dtype), f"{what}: dtype {a.dtype} vs torch's {b.dtype}"
-    np.testing.assert_allclose(a, b, atol=atol, rtol=rtol, equal_nan=True, err_msg=what)
-
-
 def _checkpoint_grads(L, cp, fn_of):
     rng = np.random.default_rng(3)
     w1, w2, xs = rng.standard_normal((3, 4)), rng.standard_normal((4, 2)), rng.standard_normal((5, 3))

@@ -7,6 +7,7 @@ import pytest
 
 import minidl
 from minidl.tensor_functions import INPLACE_FORMS
+from helpers import same
 
 torch = pytest.importorskip("torch", reason="the in-place forms are compared with PyTorch's")
 
@@ -170,14 +171,6 @@ def test_div_rounding_modes_and_floor_division_in_place():
 
 
 # ---- atan2_, hypot_ and float_power_ (an audit) --------------------------------------------------
-def same(mine, theirs, what="", atol=1e-9, rtol=1e-7):
-    a = mine.numpy() if isinstance(mine, minidl.Tensor) else np.asarray(mine)
-    b = theirs.detach().numpy() if isinstance(theirs, torch.Tensor) else np.asarray(theirs)
-    assert a.shape == b.shape, f"{what}: shape {a.shape} vs torch's {b.shape}"
-    assert str(a.dtype) == str(b.dtype), f"{what}: dtype {a.dtype} vs torch's {b.dtype}"
-    np.testing.assert_allclose(a, b, atol=atol, rtol=rtol, equal_nan=True, err_msg=what)
-
-
 @pytest.mark.parametrize("call", [
     lambda L, x: x.atan2_(L.tensor([1, 2])),
     lambda L, x: x.arctan2_(L.tensor([1, 2])),

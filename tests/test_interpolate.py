@@ -11,8 +11,7 @@ import minidl
 import minidl.nn as nn
 import minidl.nn.functional as F
 from minidl.testing import gradcheck
-
-from helpers import randn
+from helpers import randn, same
 
 try:
     import torch
@@ -188,14 +187,6 @@ def test_interpolate_new_modes_keep_the_autocast_dtype_as_torch_cpu(low):
 
 
 # ---- nearest modes on uint8 images ---------------------------------------------------------------
-def same(mine, theirs, what="", atol=1e-9, rtol=1e-7):
-    a = mine.numpy() if isinstance(mine, minidl.Tensor) else np.asarray(mine)
-    b = theirs.detach().numpy() if isinstance(theirs, torch.Tensor) else np.asarray(theirs)
-    assert a.shape == b.shape, f"{what}: shape {a.shape} vs torch's {b.shape}"
-    assert str(a.dtype) == str(b.dtype), f"{what}: dtype {a.dtype} vs torch's {b.dtype}"
-    np.testing.assert_allclose(a, b, atol=atol, rtol=rtol, equal_nan=True, err_msg=what)
-
-
 @needs_torch
 @pytest.mark.parametrize("mode", ["nearest", "nearest-exact"])
 @pytest.mark.parametrize("kw", [{"size": (3, 4)}, {"scale_factor": 2}, {"scale_factor": 0.6}])

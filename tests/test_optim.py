@@ -7,6 +7,7 @@ import pytest
 import minidl
 import minidl.nn as nn
 from minidl import optim
+from helpers import same
 
 try:
     import torch
@@ -395,13 +396,6 @@ def test_step_lr_decays_an_lr_changed_by_hand_as_torch_does():
 
 
 # ---- optimizers and schedules against torch: two groups, kernel options, warnings (an audit) -----
-def same(mine, theirs, what="", atol=1e-9):
-    a = mine.numpy() if isinstance(mine, minidl.Tensor) else np.asarray(mine)
-    b = theirs.detach().numpy() if isinstance(theirs, torch.Tensor) else np.asarray(theirs)
-    assert a.shape == b.shape, f"{what}: shape {a.shape} vs torch's {b.shape}"
-    np.testing.assert_allclose(a, b, atol=atol, rtol=1e-7, equal_nan=True, err_msg=what)
-
-
 OPTIM_CASES = [
     ("SGD", dict(lr=0.05, momentum=0.9, weight_decay=0.1, nesterov=True, maximize=True)),
     ("SGD", dict(lr=0.05, momentum=0.7, dampening=0.5, weight_decay=0.1, maximize=True)),

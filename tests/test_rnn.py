@@ -17,6 +17,7 @@ from minidl.nn.utils.rnn import (
 )
 from minidl.nn.utils import rnn as mrnn
 from minidl.testing import gradcheck
+from helpers import both_raise, f64_tensor, load_from, same
 
 import _fake_gpu
 
@@ -687,39 +688,8 @@ def test_recurrence_on_the_gpu_matches_cpu(kind):
 
 
 # ---- recurrent layers and packed sequences against torch (an audit) ------------------------------
-def f64_tensor(a, requires_grad=False):
-    return minidl.tensor(np.asarray(a), dtype=minidl.float64, requires_grad=requires_grad)
-
-
 def t64(a, requires_grad=False):
     return torch.tensor(np.asarray(a), dtype=torch.float64, requires_grad=requires_grad)
-
-
-def same(mine, theirs, what="", atol=1e-9):
-    a = mine.numpy() if isinstance(mine, minidl.Tensor) else np.asarray(mine)
-    b = theirs.detach().numpy() if isinstance(theirs, torch.Tensor) else np.asarray(theirs)
-    assert a.shape == b.shape, f"{what}: shape {a.shape} vs torch's {b.shape}"
-    np.testing.assert_allclose(a, b, atol=atol, rtol=1e-7, equal_nan=True, err_msg=what)
-
-
-def load_from(tm, mm):
-    mm.load_state_dict({k: v.detach().numpy() for k, v in tm.state_dict().items()})
-    return mm
-
-
-def both_raise(fm, ft, mine_types, match=None):
-    """torch raises; minidl raises an error that is also each of ``mine_types``."""
-    with pytest.raises(Exception) as te:
-        ft()
-    with pytest.raises(Exception) as me:
-        fm()
-    assert isinstance(me.value, tuple(mine_types)), (type(me.value), te.value)
-    for cls in mine_types:
-        assert isinstance(me.value, cls), f"{type(me.value).__name__} is not a {cls.__name__}"
-    assert isinstance(me.value, type(te.value)) or type(te.value) is AssertionError, (
-        f"minidl raised {type(me.value).__name__}, torch {type(te.value).__name__}")
-    if match:
-        assert match in str(me.value), str(me.value)
 
 
 RNN_CASES = [

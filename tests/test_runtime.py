@@ -10,6 +10,7 @@ import pytest
 
 import minidl
 import minidl.nn as nn
+from helpers import both_raise, same
 
 torch = pytest.importorskip("torch", reason="these mirror torch's top-level functions")
 
@@ -149,28 +150,6 @@ def test_compile_wraps_the_model_and_says_it_runs_eagerly(monkeypatch):
 
 
 # ---- top-level functions against torch (an audit) ------------------------------------------------
-def same(mine, theirs, what="", atol=1e-9):
-    a = mine.numpy() if isinstance(mine, minidl.Tensor) else np.asarray(mine)
-    b = theirs.detach().numpy() if isinstance(theirs, torch.Tensor) else np.asarray(theirs)
-    assert a.shape == b.shape, f"{what}: shape {a.shape} vs torch's {b.shape}"
-    np.testing.assert_allclose(a, b, atol=atol, rtol=1e-7, equal_nan=True, err_msg=what)
-
-
-def both_raise(fm, ft, mine_types, match=None):
-    """torch raises; minidl raises an error that is also each of ``mine_types``."""
-    with pytest.raises(Exception) as te:
-        ft()
-    with pytest.raises(Exception) as me:
-        fm()
-    assert isinstance(me.value, tuple(mine_types)), (type(me.value), te.value)
-    for cls in mine_types:
-        assert isinstance(me.value, cls), f"{type(me.value).__name__} is not a {cls.__name__}"
-    assert isinstance(me.value, type(te.value)) or type(te.value) is AssertionError, (
-        f"minidl raised {type(me.value).__name__}, torch {type(te.value).__name__}")
-    if match:
-        assert match in str(me.value), str(me.value)
-
-
 def test_manual_seed_returns_a_generator_handle_as_torch():
     g = minidl.manual_seed(123)
     assert g is minidl.default_generator

@@ -7,6 +7,7 @@ import pytest
 import minidl
 import minidl.nn as nn
 from minidl.testing import gradcheck
+from helpers import same
 
 try:
     import torch
@@ -1437,14 +1438,6 @@ def test_var_std_without_degrees_of_freedom_warn_and_match_torch(fn, shape, kwar
 
 
 # ---- ops' edges: frexp, aminmax, addr, tensordot, renorm, shifts and more (a fourth audit) -------
-def same(mine, theirs, what="", atol=1e-9, rtol=1e-7):
-    a = mine.numpy() if isinstance(mine, minidl.Tensor) else np.asarray(mine)
-    b = theirs.detach().numpy() if isinstance(theirs, torch.Tensor) else np.asarray(theirs)
-    assert a.shape == b.shape, f"{what}: shape {a.shape} vs torch's {b.shape}"
-    assert str(a.dtype) == str(b.dtype), f"{what}: dtype {a.dtype} vs torch's {b.dtype}"
-    np.testing.assert_allclose(a, b, atol=atol, rtol=rtol, equal_nan=True, err_msg=what)
-
-
 @needs_torch
 def test_frexp_subnormal_mantissa_and_gradient():
     x = np.array([0.0, -0.0, np.inf, np.nan, 1e-40, 3.0, -np.inf], np.float32)
