@@ -3,7 +3,10 @@ PyTorch (``L`` is torch) from the same float64 arrays: the outputs must match (v
 shape), and so must the gradients of every floating-point input (of a fixed random projection
 of the first float output); the minidl side also passes a finite-difference gradcheck.
 Integer and bool arrays are passed as constants (indices, masks). Without torch only the
-gradient check runs; tests that call torch themselves carry ``needs_torch``."""
+gradient check runs; tests that call torch themselves carry ``needs_torch``.
+
+``agree(fm, ft)`` / ``agree_both(f)``: a lambda of the library (``L``) run on minidl and on
+torch, for ops without gradients: equal dtypes and values, or the same error."""
 from __future__ import annotations
 
 import numpy as np
@@ -80,3 +83,28 @@ def check(fn, *arrays, grad=True, rtol=1e-7, atol=1e-9, check_grad=True, seed=0)
             return _outputs(fn(minidl, *ts))[first]
         fresh = [minidl.tensor(a, dtype=a.dtype, requires_grad=fl) for a, fl in zip(arrays, floats)]
         assert gradcheck(f, fresh)
+
+
+def agree(fm, ft):
+    """Run ``fm(minidl)`` and ``ft(torch)``: equal values and dtypes, or both raise an error of
+    torch's type (minidl's error classes subclass torch's)."""
+    try:
+        want = ft(torch)
+    except Exception as e:  # noqa: BLE001  (any error torch raises, minidl must raise too)
+        kind = RuntimeError if isinstance(e, RuntimeError) else type(e)
+        with pytest.raises(kind):
+            fm(minidl)
+        return
+    got_tensor = fm(minidl)
+    assert str(got_tensor.dtype).split(".")[-1] == str(want.dtype).split(".")[-1]
+    got = np.asarray(got_tensor.detach().numpy())
+    if want.dtype.is_floating_point:  # within an ulp or two of torch's vectorised math
+        np.testing.assert_allclose(got.astype(np.float64), want.double().numpy(), rtol=3e-7,
+                                   atol=0)
+    else:
+        np.testing.assert_array_equal(got, want.numpy())
+
+
+def agree_both(f):
+    """``agree`` with one lambda for both libraries."""
+    agree(f, f)

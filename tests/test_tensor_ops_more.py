@@ -11,7 +11,7 @@ import pytest
 
 import minidl
 from minidl.testing import gradcheck
-from _ops_check import check, needs_torch, torch
+from _ops_check import agree_both, check, needs_torch, torch
 
 rng = np.random.default_rng(4)
 X = rng.standard_normal((3, 4))
@@ -178,29 +178,6 @@ def _np(t):
     return np.asarray(t.detach().numpy())
 
 
-def _same(fm, ft):
-    """Run the same lambda on minidl and torch: equal values and dtypes, or both raise an
-    error of torch's type (minidl's error classes subclass torch's)."""
-    try:
-        want = ft(torch)
-    except Exception as e:  # noqa: BLE001  (any error torch raises, minidl must raise too)
-        kind = RuntimeError if isinstance(e, RuntimeError) else type(e)
-        with pytest.raises(kind):
-            fm(minidl)
-        return
-    got = fm(minidl)
-    assert str(got.dtype).split(".")[-1] == str(want.dtype).split(".")[-1]
-    if want.dtype.is_floating_point:  # within an ulp or two of torch's vectorised math
-        np.testing.assert_allclose(_np(got).astype(np.float64),
-                                   want.double().numpy(), rtol=3e-7, atol=0)
-    else:
-        np.testing.assert_array_equal(_np(got), want.numpy())
-
-
-def _both(f):
-    _same(f, f)
-
-
 BINARY_NEW = ["atan2", "hypot", "logaddexp", "logaddexp2", "copysign", "fmax", "fmin",
               "float_power"]
 
@@ -262,7 +239,7 @@ def test_new_unary_ops_match_torch_forward_and_backward(name):
     np.testing.assert_allclose(_np(m.grad), t.grad.numpy(), rtol=1e-10)
     assert gradcheck(lambda a: getattr(minidl, name)(a),
                      [minidl.tensor(x, dtype=minidl.float64, requires_grad=True)])
-    _both(lambda L: getattr(L, name)(L.tensor([1, 2])))  # integers: float32
+    agree_both(lambda L: getattr(L, name)(L.tensor([1, 2])))  # integers: float32
 
 
 @needs_torch
@@ -285,7 +262,7 @@ def test_new_ops_edges_and_dtypes():
              lambda L: L.aminmax(L.tensor([[1., 3.], [0., 2.]]), dim=1, keepdim=True).max,
              lambda L: L.aminmax(i(L)).min, lambda L: L.aminmax(L.zeros(0)).min]
     for c in cases:
-        _both(c)
+        agree_both(c)
     # aminmax's gradients are amin's and amax's: shared among ties
     x = [[1., 3., 3.], [2., 2., 0.]]
     m, t = minidl.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
@@ -382,7 +359,7 @@ def test_new_shape_ops_edges():
              lambda L: L.bincount(L.tensor([], dtype=L.int64), minlength=3),
              lambda L: L.bincount(L.tensor([-1]))]
     for c in cases:
-        _both(c)
+        agree_both(c)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         want = torch.tensordot(torch.ones(2, 3), torch.ones(3, 2), 1).dtype
     with minidl.autocast("cpu", dtype=minidl.bfloat16):
@@ -402,7 +379,7 @@ def test_torchs_keyword_names_are_accepted():
              lambda L: L.gather(input=m(L), dim=1, index=L.tensor([[0], [1], [2]])),
              lambda L: L.clamp(input=m(L), min=2, max=5)]
     for c in cases:
-        _both(c)
+        agree_both(c)
     with pytest.raises(TypeError):
         m(minidl).reshape((4, 3), shape=(4, 3))
     with pytest.raises(TypeError):
@@ -459,7 +436,7 @@ def test_new_statistics_ops_edges():
              lambda L: L.cdist(L.ones(3, 4), L.ones(5, 3)),
              lambda L: L.cdist(L.ones(3, 4, dtype=L.int64), L.ones(5, 4, dtype=L.int64))]
     for c in cases:
-        _both(c)
+        agree_both(c)
     with pytest.warns(UserWarning, match="degrees of freedom"):
         got = minidl.cov(minidl.tensor([[1.]]))
     assert np.isnan(got.item()) or np.isinf(got.item())
@@ -530,7 +507,7 @@ def test_more_new_ops_edges():
              lambda L: L.combinations(L.tensor([1, 2]), 3),
              lambda L: L.combinations(L.tensor([1, 2]), 2, with_replacement=True)]
     for c in cases:
-        _both(c)
+        agree_both(c)
 # ---- segment_reduce: values, torch parity, gradients, refusals ---------------------------------------
 _SEG_DATA = [[1., 5., 2., 2., 3., -1.], [0., 4., 4., 1., 2., 2.]]
 _SEG_LENGTHS = [[2, 0, 3, 1], [1, 2, 0, 3]]

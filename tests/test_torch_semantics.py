@@ -7,6 +7,7 @@ import pytest
 import minidl
 import minidl.nn as nn
 from minidl.testing import gradcheck
+from _ops_check import agree_both
 from helpers import same
 
 try:
@@ -965,29 +966,6 @@ def test_searchsorted_refuses_what_torch_refuses():
     assert minidl.searchsorted(minidl.zeros(0), minidl.tensor([1.])).tolist() == [0]
 
 
-def _same(fm, ft):
-    """Run the same lambda on minidl and torch: equal values and dtypes, or both raise an
-    error of torch's type (minidl's error classes subclass torch's)."""
-    try:
-        want = ft(torch)
-    except Exception as e:  # noqa: BLE001  (any error torch raises, minidl must raise too)
-        kind = RuntimeError if isinstance(e, RuntimeError) else type(e)
-        with pytest.raises(kind):
-            fm(minidl)
-        return
-    got = fm(minidl)
-    assert str(got.dtype).split(".")[-1] == str(want.dtype).split(".")[-1]
-    if want.dtype.is_floating_point:  # within an ulp or two of torch's vectorised math
-        np.testing.assert_allclose(_np(got).astype(np.float64),
-                                   want.double().numpy(), rtol=3e-7, atol=0)
-    else:
-        np.testing.assert_array_equal(_np(got), want.numpy())
-
-
-def _both(f):
-    _same(f, f)
-
-
 @needs_torch
 def test_integer_powers_with_negative_exponents():
     cases = [lambda L: L.tensor([1, 2, 3]) ** -1, lambda L: L.tensor([0, 2]) ** -2,
@@ -1006,7 +984,7 @@ def test_integer_powers_with_negative_exponents():
              lambda L: L.tensor([0, 2]) ** 0, lambda L: L.tensor([1, 2]) ** -1.0,
              lambda L: L.tensor([2, 3], dtype=L.uint8) ** 200, lambda L: L.tensor([3]) ** 40]
     for f in cases:
-        _both(f)
+        agree_both(f)
     x = minidl.tensor([2, 3])
     with pytest.raises(RuntimeError, match="negative integer powers"):
         x **= -1
@@ -1047,7 +1025,7 @@ def test_bool_operands_refused_as_in_torch():
                lambda L: b(L).clamp(0, 1), lambda L: L.sign(b(L)), lambda L: b(L).cumsum(0),
                lambda L: b(L).sum(), lambda L: L.square(b(L))]
     for f in allowed:
-        _both(f)
+        agree_both(f)
 
 
 @needs_torch
@@ -1107,7 +1085,7 @@ def test_in_place_ops_follow_torchs_result_types():
              ip("fill_", lambda L: L.tensor([1., 2.]), float("inf")),
              ip("copy_", lambda L: L.tensor([1, 2], dtype=L.uint8), lambda L: L.tensor([-1, 300]))]
     for f in cases:
-        _both(f)
+        agree_both(f)
     with pytest.raises(TypeError, match="can't be cast to the desired output type int64"):
         x = minidl.tensor([1, 2])
         x += 2.5
@@ -1151,7 +1129,7 @@ def test_inf_and_nan_results_come_without_numpy_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         for f in cases:
-            _both(f)
+            agree_both(f)
         x = minidl.tensor([0., 4.], requires_grad=True)
         (x.log() + x.sqrt()).sum().backward()
         assert np.isinf(x.grad.numpy()[0])
@@ -1172,7 +1150,7 @@ def test_reduction_dtype_and_promotion_edges():
              lambda L: L.tensor([1, 250], dtype=L.uint8) + L.tensor(300),
              lambda L: L.tensor([2 ** 62]) * 4, lambda L: L.tensor([100], dtype=L.int8) * 2]
     for f in cases:
-        _both(f)
+        agree_both(f)
 
 
 @needs_torch
@@ -1205,7 +1183,7 @@ def test_clamp_where_cat_round_edges():
                                     posinf=3., neginf=-3.),
              lambda L: L.nan_to_num(L.tensor([nan, float("inf")], dtype=L.float16))]
     for f in cases:
-        _both(f)
+        agree_both(f)
     x = minidl.zeros(0, requires_grad=True)
     y = minidl.ones(2, 2, requires_grad=True)
     minidl.cat([x, y]).sum().backward()
@@ -1222,7 +1200,7 @@ def test_0d_and_empty_edges():
              lambda L: s(L) @ s(L), lambda L: L.dot(s(L), s(L)), lambda L: L.outer(s(L), s(L)),
              lambda L: L.diff(s(L)), lambda L: L.ones(2, 3).flatten(1, 0)]
     for f in cases:
-        _both(f)
+        agree_both(f)
     with pytest.raises(IndexError):
         minidl.unbind(minidl.tensor(1.))
     with pytest.warns(UserWarning, match="degrees of freedom"):
@@ -1285,7 +1263,7 @@ def test_any_all_shifts_bitwise_lerp_addc_edges():
              lambda L: L.addcdiv(f(L), i(L), f(L)), lambda L: L.addcdiv(f(L), i(L), i(L)),
              lambda L: L.tensor([1.], dtype=L.float16) + 1e5]
     for c in cases:
-        _both(c)
+        agree_both(c)
 
 
 @needs_torch
@@ -1327,7 +1305,7 @@ def test_indexing_ops_index_dtypes_bounds_and_src_dtypes_as_torch():
              setitem(lambda L: L.zeros(2), 0, 1e40),
              setitem(lambda L: L.zeros(2, dtype=L.int64), 1, 2.7)]
     for c in cases:
-        _both(c)
+        agree_both(c)
     with pytest.raises(IndexError):
         minidl.index_select(m(minidl), 1, ix(minidl, [[0]]))
 
