@@ -14,8 +14,8 @@
   ``conv_tiles_kernels``);
 - ``conv_winograd``: Winograd F(2x2, 3x3) for inference;
 - ``pooling``: max pooling;
-- ``activations``: ReLU (and ResNet's relu(a + b)), float32 sigmoid, SiLU and GELU, softmax cross-entropy (with a
-  vectorisable float32 exp);
+- ``activations``: ReLU (and ResNet's relu(a + b) in one pass), float32 sigmoid, SiLU and
+  GELU, softmax cross-entropy (with a vectorisable float32 exp);
 - ``rows``: layer norm and softmax over the last dim, row by row, and the scatter-add of rows
   of an embedding's gradient;
 - ``rnn``: one LSTM or GRU time step's gate arithmetic, forward and backward, in one pass;
