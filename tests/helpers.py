@@ -167,6 +167,16 @@ def load_from(tm, mm):
     return mm
 
 
+def raises_like_torch(fn_m, fn_t):
+    """Both ``fn_t`` (torch) and ``fn_m`` (minidl) raise a RuntimeError; returns their messages
+    (torch's, minidl's)."""
+    with pytest.raises(RuntimeError) as theirs:
+        fn_t()
+    with pytest.raises(RuntimeError) as ours:
+        fn_m()
+    return str(theirs.value), str(ours.value)
+
+
 def both_raise(fm, ft, mine_types, match=None):
     """torch raises; minidl raises an error that is also each of ``mine_types``."""
     with pytest.raises(Exception) as te:
@@ -180,3 +190,24 @@ def both_raise(fm, ft, mine_types, match=None):
         f"minidl raised {type(me.value).__name__}, torch {type(te.value).__name__}")
     if match:
         assert match in str(me.value), str(me.value)
+
+
+# ---- kl_divergence across families: the (p, q) pairs torch 2.13 registers (test_distributions
+# checks and compares each; test_fuzz_ops_torch fuzzes their parameters)
+KL_CROSS_PAIRS = [
+    ("Bernoulli", "Poisson"), ("Beta", "Exponential"), ("Beta", "Gamma"), ("Beta", "Normal"),
+    ("Beta", "Pareto"), ("Beta", "Uniform"), ("Binomial", "Binomial"), ("Exponential", "Beta"),
+    ("Exponential", "Gamma"), ("Exponential", "Gumbel"), ("Exponential", "Normal"),
+    ("Exponential", "Pareto"), ("Exponential", "Uniform"), ("Gamma", "Beta"),
+    ("Gamma", "Exponential"), ("Gamma", "Gumbel"), ("Gamma", "Normal"), ("Gamma", "Pareto"),
+    ("Gamma", "Uniform"), ("Gumbel", "Beta"), ("Gumbel", "Exponential"), ("Gumbel", "Gamma"),
+    ("Gumbel", "Normal"), ("Gumbel", "Pareto"), ("Gumbel", "Uniform"), ("Laplace", "Beta"),
+    ("Laplace", "Exponential"), ("Laplace", "Gamma"), ("Laplace", "Normal"),
+    ("Laplace", "Pareto"), ("Laplace", "Uniform"), ("Normal", "Beta"),
+    ("Normal", "Exponential"), ("Normal", "Gamma"), ("Normal", "Gumbel"),
+    ("Normal", "Laplace"), ("Normal", "Pareto"), ("Normal", "Uniform"), ("Pareto", "Beta"),
+    ("Pareto", "Exponential"), ("Pareto", "Gamma"), ("Pareto", "Normal"),
+    ("Pareto", "Pareto"), ("Pareto", "Uniform"), ("Poisson", "Bernoulli"),
+    ("Poisson", "Binomial"), ("Uniform", "Beta"), ("Uniform", "Exponential"),
+    ("Uniform", "Gamma"), ("Uniform", "Gumbel"), ("Uniform", "Normal"), ("Uniform", "Pareto"),
+]

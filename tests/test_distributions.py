@@ -12,6 +12,7 @@ import minidl.nn as nn
 from minidl import Tensor
 from minidl.distributions import _special
 from minidl.testing import gradcheck
+from helpers import KL_CROSS_PAIRS
 
 R = np.random.default_rng(0)
 
@@ -1204,25 +1205,6 @@ def _kl_dists():
     }
 
 
-_CROSS_PAIRS = [
-    ("Bernoulli", "Poisson"), ("Beta", "Exponential"), ("Beta", "Gamma"), ("Beta", "Normal"),
-    ("Beta", "Pareto"), ("Beta", "Uniform"), ("Binomial", "Binomial"), ("Exponential", "Beta"),
-    ("Exponential", "Gamma"), ("Exponential", "Gumbel"), ("Exponential", "Normal"),
-    ("Exponential", "Pareto"), ("Exponential", "Uniform"), ("Gamma", "Beta"),
-    ("Gamma", "Exponential"), ("Gamma", "Gumbel"), ("Gamma", "Normal"), ("Gamma", "Pareto"),
-    ("Gamma", "Uniform"), ("Gumbel", "Beta"), ("Gumbel", "Exponential"), ("Gumbel", "Gamma"),
-    ("Gumbel", "Normal"), ("Gumbel", "Pareto"), ("Gumbel", "Uniform"), ("Laplace", "Beta"),
-    ("Laplace", "Exponential"), ("Laplace", "Gamma"), ("Laplace", "Normal"),
-    ("Laplace", "Pareto"), ("Laplace", "Uniform"), ("Normal", "Beta"),
-    ("Normal", "Exponential"), ("Normal", "Gamma"), ("Normal", "Gumbel"),
-    ("Normal", "Laplace"), ("Normal", "Pareto"), ("Normal", "Uniform"), ("Pareto", "Beta"),
-    ("Pareto", "Exponential"), ("Pareto", "Gamma"), ("Pareto", "Normal"),
-    ("Pareto", "Pareto"), ("Pareto", "Uniform"), ("Poisson", "Bernoulli"),
-    ("Poisson", "Binomial"), ("Uniform", "Beta"), ("Uniform", "Exponential"),
-    ("Uniform", "Gamma"), ("Uniform", "Gumbel"), ("Uniform", "Normal"), ("Uniform", "Pareto"),
-]
-
-
 def _kl_by_quadrature(p, q, lo, hi, n=400001):
     """KL(p || q) of two univariate densities by the trapezoid rule on [lo, hi] (float64)."""
     x = np.linspace(lo, hi, n)[1:-1]
@@ -1296,7 +1278,7 @@ def test_multinomial_entropy(n):
 
 # ---- kl_divergence: every pair torch 2.13 registers -------------------------------------------
 
-@pytest.mark.parametrize("p_name,q_name", _CROSS_PAIRS)
+@pytest.mark.parametrize("p_name,q_name", KL_CROSS_PAIRS)
 def test_kl_cross_pairs_are_registered_and_finite_where_supports_allow(p_name, q_name):
     dists = _kl_dists()
     (pc, pk), (qc, qk) = dists[p_name], dists[q_name]
@@ -1383,7 +1365,7 @@ def test_kl_cross_pair_gradients():
 def test_kl_cross_pairs_parity():
     torch = pytest.importorskip("torch")
     TD = torch.distributions
-    for p_name, q_name in _CROSS_PAIRS:
+    for p_name, q_name in KL_CROSS_PAIRS:
         dists = _kl_dists()
         (pc, pk), (qc, qk) = dists[p_name], dists[q_name]
         mine = D.kl_divergence(pc(**{k: f64(v, requires_grad=True) for k, v in pk.items()}),

@@ -10,6 +10,7 @@ import pytest
 
 import minidl
 import minidl.distributions as D
+from helpers import KL_CROSS_PAIRS
 
 INF, NAN = float("inf"), float("nan")
 
@@ -284,25 +285,6 @@ def f64(x, requires_grad=False):
                          requires_grad=requires_grad)
 
 
-_CROSS_PAIRS = [
-    ("Bernoulli", "Poisson"), ("Beta", "Exponential"), ("Beta", "Gamma"), ("Beta", "Normal"),
-    ("Beta", "Pareto"), ("Beta", "Uniform"), ("Binomial", "Binomial"), ("Exponential", "Beta"),
-    ("Exponential", "Gamma"), ("Exponential", "Gumbel"), ("Exponential", "Normal"),
-    ("Exponential", "Pareto"), ("Exponential", "Uniform"), ("Gamma", "Beta"),
-    ("Gamma", "Exponential"), ("Gamma", "Gumbel"), ("Gamma", "Normal"), ("Gamma", "Pareto"),
-    ("Gamma", "Uniform"), ("Gumbel", "Beta"), ("Gumbel", "Exponential"), ("Gumbel", "Gamma"),
-    ("Gumbel", "Normal"), ("Gumbel", "Pareto"), ("Gumbel", "Uniform"), ("Laplace", "Beta"),
-    ("Laplace", "Exponential"), ("Laplace", "Gamma"), ("Laplace", "Normal"),
-    ("Laplace", "Pareto"), ("Laplace", "Uniform"), ("Normal", "Beta"),
-    ("Normal", "Exponential"), ("Normal", "Gamma"), ("Normal", "Gumbel"),
-    ("Normal", "Laplace"), ("Normal", "Pareto"), ("Normal", "Uniform"), ("Pareto", "Beta"),
-    ("Pareto", "Exponential"), ("Pareto", "Gamma"), ("Pareto", "Normal"),
-    ("Pareto", "Pareto"), ("Pareto", "Uniform"), ("Poisson", "Bernoulli"),
-    ("Poisson", "Binomial"), ("Uniform", "Beta"), ("Uniform", "Exponential"),
-    ("Uniform", "Gamma"), ("Uniform", "Gumbel"), ("Uniform", "Normal"), ("Uniform", "Pareto"),
-]
-
-
 @settings(max_examples=_fuzz_examples(600), deadline=None, derandomize=True)
 @given(name=st.sampled_from(["irfftn", "hfftn", "irfft2", "hfft2", "fftn", "rfftn", "ihfftn"]),
        shape=st.lists(st.sampled_from([0, 0, 1, 3, 4]), min_size=2, max_size=3).map(tuple),
@@ -331,7 +313,7 @@ def test_fuzz_fft_padding_and_cropping_match_torch(name, shape, s, norm, dtype, 
 
 
 @settings(max_examples=_fuzz_examples(400), deadline=None, derandomize=True)
-@given(pair=st.sampled_from(_CROSS_PAIRS), seed=st.integers(0, 2 ** 16))
+@given(pair=st.sampled_from(KL_CROSS_PAIRS), seed=st.integers(0, 2 ** 16))
 def test_fuzz_kl_cross_pairs_match_torch(pair, seed):
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(seed)

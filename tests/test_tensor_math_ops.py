@@ -8,6 +8,7 @@ import pytest
 import minidl
 from _ops_check import check, needs_torch, torch
 from minidl.testing import gradcheck
+from helpers import raises_like_torch
 
 rng = np.random.default_rng(2)
 X = rng.standard_normal((3, 4))
@@ -242,14 +243,6 @@ def test_step_functions_pass_exact_zeros_for_an_inf_or_nan_gradient():
 INF, NAN = float("inf"), float("nan")
 
 
-def _raises_like_torch(fn_m, fn_t, torch):
-    with pytest.raises(RuntimeError) as theirs:
-        fn_t()
-    with pytest.raises(RuntimeError) as ours:
-        fn_m()
-    return str(theirs.value), str(ours.value)
-
-
 def test_angle_of_infinity_is_zero_with_a_zero_gradient():
     x = minidl.tensor([INF, -INF, NAN, 2.0, -3.0], dtype=minidl.float64, requires_grad=True)
     y = minidl.angle(x)
@@ -409,5 +402,5 @@ def test_isclose_and_allclose_need_one_dtype():
     assert minidl.isclose(minidl.tensor([1.0, NAN]), minidl.tensor([1.0, NAN]),
                           equal_nan=True).numpy().all()
     torch = pytest.importorskip("torch")
-    _raises_like_torch(lambda: minidl.isclose(minidl.tensor([1]), minidl.tensor([1.0])),
-                       lambda: torch.isclose(torch.tensor([1]), torch.tensor([1.0])), torch)
+    raises_like_torch(lambda: minidl.isclose(minidl.tensor([1]), minidl.tensor([1.0])),
+                       lambda: torch.isclose(torch.tensor([1]), torch.tensor([1.0])))

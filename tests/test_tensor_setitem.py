@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import minidl
-from helpers import randn
+from helpers import raises_like_torch, randn
 from minidl.testing import gradcheck
 
 try:
@@ -98,14 +98,6 @@ def test_bad_input_names_what_did_not_fit():
 
 # ---- x[advanced index] = tensor of another dtype ----------------------------------------------
 
-def _raises_like_torch(fn_m, fn_t, torch):
-    with pytest.raises(RuntimeError) as theirs:
-        fn_t()
-    with pytest.raises(RuntimeError) as ours:
-        fn_m()
-    return str(theirs.value), str(ours.value)
-
-
 def test_advanced_index_assignment_needs_matching_dtypes():
     x = minidl.zeros(3, 2)
     for index in ([0, 1], minidl.tensor([0, 2]), (0, [0, 1]), minidl.tensor(True)):
@@ -126,5 +118,5 @@ def test_advanced_index_assignment_needs_matching_dtypes():
 def test_advanced_index_assignment_parity():
     torch = pytest.importorskip("torch")
     for index in ([0, 1], (0, [0, 1])):
-        _raises_like_torch(lambda: minidl.zeros(3, 2).__setitem__(index, minidl.tensor(1)),
-                           lambda: torch.zeros(3, 2).__setitem__(index, torch.tensor(1)), torch)
+        raises_like_torch(lambda: minidl.zeros(3, 2).__setitem__(index, minidl.tensor(1)),
+                           lambda: torch.zeros(3, 2).__setitem__(index, torch.tensor(1)))
