@@ -48,6 +48,15 @@ def _fused_kernels(xp, mode, valid, *like):
     return ks if fits is not None and fits(*like) else None
 
 
+def _by_gate_rows(xp, batch):
+    """Whether the per-step products with W_hh go to BLAS with the weight's rows as the
+    product's rows (W_hh @ h.T forward, W_hh.T @ da.T backward) instead of the batch's. OpenBLAS
+    splits a GEMM's rows between its threads, and a small batch splits badly: batch 32, hidden
+    256, 2 threads, 127 against 161 us forward, transposed copy included; from batch 128 the
+    plain product is faster."""
+    return xp is np and batch <= 64
+
+
 # ---- the recurrence ---------------------------------------------------------------------------
 class Recurrence(Function):
     """One layer and one direction over a whole sequence, from the projected input
@@ -92,11 +101,7 @@ class Recurrence(Function):
         fused = _fused_kernels(xp, mode, valid, xw)
         if fused is not None:
             bias = b_hh if b_hh is not None else xp.zeros(w_hh.shape[0], dtype=dtype)
-            # OpenBLAS splits a GEMM's rows between its threads: with a small batch, W_hh @ h.T
-            # (4H rows) runs faster than h @ W_hh.T (batch rows), transposed copy included
-            # (batch 32, hidden 256, 2 threads: 127 against 161 us; from batch 128 the plain
-            # product is faster)
-            by_rows = xp is np and batch <= 64
+            by_rows = _by_gate_rows(xp, batch)
             for t in steps:
                 gh = (w_hh @ h.T).T if by_rows else h @ w_t
                 if lstm:
@@ -173,10 +178,9 @@ class Recurrence(Function):
         skip_h = skip_c = 0
         fused = _fused_kernels(xp, mode, valid, g, hs)
         if fused is not None:
-            # as forward's product: the small batch's rows go to BLAS as W_hh.T @ da.T (H rows),
-            # with W_hh.T copied once per layer (batch 32, hidden 256, 2 threads: the LSTM
-            # language model's training step 140 -> 134 ms, median of 12 alternating pairs)
-            by_rows = xp is np and batch <= 64
+            # W_hh.T @ da.T (H rows), with W_hh.T copied once per layer: the LSTM language
+            # model's training step 140 -> 134 ms (median of 12 alternating pairs)
+            by_rows = _by_gate_rows(xp, batch)
             w_hh_t = xp.ascontiguousarray(w_hh.T) if by_rows else None
             carry = xp.empty(dh.shape, dh.dtype) if gru else None
             dc = xp.zeros(c0.shape, c0.dtype) if lstm else None  # updated in place
